@@ -1,0 +1,48 @@
+# postclient -- the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUNDIR := $(CURDIR)/run
+
+.PHONY: all build run test test-deps bench clean
+
+all: build
+
+# The virtualenv with postclient installed in editable mode and the test tools.
+$(STAMP): setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Rebuild the Cython extensions whenever pyx/ changes.
+build: $(STAMP)
+	$(PY) setup.py -q build_ext --inplace
+
+# Debian packages of the real peers the tests talk to (as root only).
+test-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		sh tests/install-debian-packages.sh; \
+	else \
+		echo "make test-deps: not root on Debian; tests that need real peers will skip"; \
+	fi
+
+test: build test-deps
+	$(PY) -m pytest tests
+
+# The relay on an embedded default configuration under ./run, in the foreground.
+run: build
+	$(VENV)/bin/postclient -c $(RUNDIR)/etc init --queue-directory $(RUNDIR)/spool --maillog-file /dev/stdout
+	$(VENV)/bin/postclient -c $(RUNDIR)/etc check
+	@if $(VENV)/bin/postclient start-fg --help >/dev/null 2>&1; then \
+		exec $(VENV)/bin/postclient -c $(RUNDIR)/etc start-fg; \
+	else \
+		echo "make run: configuration ready in run/etc; the master (postclient start-fg) is not built yet"; \
+	fi
+
+bench: build
+	$(PY) -m pytest bench --benchmark-only
+
+clean:
+	rm -rf build $(VENV) *.egg-info postclient/codec/*.so postclient/codec/*.c pyx/*.c
