@@ -1,0 +1,132 @@
+"""Postfix-format logging: ``postclient/smtp[1234]: 4Xy9z...: to=<...>, ...``.
+
+Exports setup_logging(config, service), set_service(name), log_tag() and the
+handlers.  Reads syslog_name, syslog_facility and maillog_file.
+
+Everything in postclient logs through the standard ``logging`` module under
+the ``postclient`` logger; this module only decides where the lines go and how
+they look, so that pflogsumm and admins' scripts work as with Postfix:
+  - to syslog with ident ``$syslog_name/<service>``, the pid and
+    ``$syslog_facility`` (the default), or
+  - to ``maillog_file`` when it is set (``/dev/stdout`` or ``/dev/stderr`` for
+    containers and ``start-fg``), as ``Mon DD HH:MM:SS host tag[pid]: text``.
+Warnings, errors and fatal errors get Postfix's ``warning: ``, ``error: ``
+and ``fatal: `` prefixes.  The pid is read when a line is written, so forked
+children log their own.
+"""
+
+import logging
+import os
+import socket
+import sys
+import syslog
+import threading
+import time
+
+from .config.errors import ConfigError
+
+LOGGER_NAME = "postclient"
+_PREFIX = {logging.WARNING: "warning: ", logging.ERROR: "error: ", logging.CRITICAL: "fatal: "}
+_PRIORITY = {logging.DEBUG: syslog.LOG_DEBUG, logging.INFO: syslog.LOG_INFO,
+             logging.WARNING: syslog.LOG_WARNING, logging.ERROR: syslog.LOG_ERR,
+             logging.CRITICAL: syslog.LOG_CRIT}
+
+_state = {"syslog_name": "postclient", "service": "postclient"}
+
+
+def set_service(name):
+    """Name the service whose lines follow (after fork, in each child)."""
+    _state["service"] = name
+    for handler in logging.getLogger(LOGGER_NAME).handlers:
+        if isinstance(handler, SyslogHandler):
+            handler.reopen()
+
+
+def log_tag():
+    return f"{_state['syslog_name']}/{_state['service']}"
+
+
+def _text(record):
+    message = record.getMessage()
+    prefix = _PREFIX.get(record.levelno, "")
+    if record.levelno >= logging.CRITICAL and "fatal:" in message[:10]:
+        prefix = ""
+    return prefix + message
+
+
+class MaillogFileHandler(logging.Handler):
+    """Append Postfix-format lines to a file (or to standard output/error)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self._lock = threading.Lock()
+        self._host = socket.gethostname().split(".")[0]
+        if path in ("/dev/stdout", "-"):
+            self._stream, self._owned = sys.stdout, False
+        elif path == "/dev/stderr":
+            self._stream, self._owned = sys.stderr, False
+        else:
+            self._stream = open(path, "a", encoding="utf-8", errors="backslashreplace")
+            self._owned = True
+
+    def emit(self, record):
+        try:
+            stamp = time.strftime("%b %d %H:%M:%S", time.localtime(record.created))
+            line = f"{stamp} {self._host} {log_tag()}[{os.getpid()}]: {_text(record)}\n"
+            with self._lock:
+                self._stream.write(line)
+                self._stream.flush()
+        except Exception:  # a logging failure must never take delivery down
+            self.handleError(record)
+
+    def close(self):
+        if self._owned:
+            self._stream.close()
+        super().close()
+
+
+class SyslogHandler(logging.Handler):
+    """Send lines to syslog with ident ``$syslog_name/<service>`` and the pid."""
+
+    def __init__(self, facility):
+        super().__init__()
+        self.facility = facility
+        self.reopen()
+
+    def reopen(self):
+        syslog.openlog(log_tag(), syslog.LOG_PID, self.facility)
+
+    def emit(self, record):
+        try:
+            syslog.syslog(_PRIORITY.get(record.levelno, syslog.LOG_INFO), _text(record))
+        except Exception:
+            self.handleError(record)
+
+
+def facility_code(name):
+    return getattr(syslog, "LOG_" + name.upper())
+
+
+def setup_logging(config, service, verbose=False):
+    """Route the ``postclient`` logger per main.cf; returns the logger."""
+    _state["syslog_name"] = config.get("syslog_name") or "postclient"
+    _state["service"] = service
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    maillog_file = config.get("maillog_file")
+    if maillog_file:
+        try:
+            handler = MaillogFileHandler(maillog_file)
+        except OSError as error:
+            setting = config.setting("maillog_file")
+            raise ConfigError(setting.source, setting.line,
+                              f"maillog_file: cannot open {maillog_file}: {error.strerror}") from None
+    else:
+        handler = SyslogHandler(facility_code(config.get("syslog_facility")))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    return logger

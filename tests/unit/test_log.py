@@ -1,0 +1,75 @@
+"""Postfix-format log lines to maillog_file, with the pid of the writing process."""
+
+import logging
+import os
+import re
+
+import pytest
+
+from postclient import log
+from postclient.config.config import Config
+from postclient.config.errors import ConfigError
+
+LINE = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ (\S+)\[(\d+)\]: (.*)$")
+
+
+def config_for(tmp_path, text):
+    (tmp_path / "main.cf").write_text(text)
+    return Config.load(str(tmp_path))
+
+
+def lines(path):
+    return [LINE.match(line).groups() for line in path.read_text().splitlines()]
+
+
+def test_maillog_file_lines_in_postfix_format(tmp_path):
+    logfile = tmp_path / "maillog"
+    logger = log.setup_logging(config_for(tmp_path, f"maillog_file = {logfile}\nsyslog_name = relay1\n"), "smtp")
+    logger.info("4Xy9z: to=<a@example.com>, status=sent (250 ok)")
+    logger.warning("no MX host for example.net has a valid address record")
+    logger.error("something broke")
+    logger.critical("cannot go on")
+    pid = str(os.getpid())
+    assert lines(logfile) == [
+        ("relay1/smtp", pid, "4Xy9z: to=<a@example.com>, status=sent (250 ok)"),
+        ("relay1/smtp", pid, "warning: no MX host for example.net has a valid address record"),
+        ("relay1/smtp", pid, "error: something broke"),
+        ("relay1/smtp", pid, "fatal: cannot go on"),
+    ]
+
+
+def test_service_name_and_pid_follow_a_fork(tmp_path):
+    logfile = tmp_path / "maillog"
+    logger = log.setup_logging(config_for(tmp_path, f"maillog_file = {logfile}\n"), "master")
+    child = os.fork()
+    if child == 0:
+        try:
+            log.set_service("scache")
+            logger.info("started")
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert lines(logfile) == [("postclient/scache", str(child), "started")]
+
+
+def test_unwritable_maillog_file_is_a_config_error(tmp_path):
+    config = config_for(tmp_path, f"# x\nmaillog_file = {tmp_path}/missing/dir/log\n")
+    with pytest.raises(ConfigError, match=r"main.cf:2: maillog_file: cannot open .*No such file"):
+        log.setup_logging(config, "smtp")
+
+
+def test_syslog_is_the_default(tmp_path):
+    logger = log.setup_logging(config_for(tmp_path, "syslog_facility = local3\n"), "smtp")
+    (handler,) = logger.handlers
+    assert isinstance(handler, log.SyslogHandler)
+    import syslog
+    assert handler.facility == syslog.LOG_LOCAL3
+
+
+@pytest.fixture(autouse=True)
+def reset_logging():
+    yield
+    logger = logging.getLogger(log.LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
