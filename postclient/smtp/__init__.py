@@ -1,0 +1,1 @@
+"""The SMTP/LMTP delivery agent: destinations, resolution, protocol, policy, content."""
