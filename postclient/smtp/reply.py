@@ -1,0 +1,250 @@
+"""Server replies: bounded, incremental parsing and enhanced status codes.
+
+Exports Reply, ReplyReader, dsn_valid(), enhanced_status(), valid_code() and
+notice_worthy_code().  Reads no parameters: the caller passes
+``line_length_limit`` (main.cf ``line_length_limit``, 2048 by default).
+
+Parsing follows Postfix's smtp_chat_resp() (postfix-behaviour.md §1.5,
+security rules 7 and 8):
+
+- A line ends in CRLF or a bare LF; one trailing CR is removed.  A line longer
+  than ``line_length_limit`` is cut there and the rest of it, up to its LF, is
+  skipped.  Every byte outside printable ASCII becomes "?".
+- ``ddd-text`` continues a reply; ``ddd text`` or a bare ``ddd`` ends it.  Any
+  other line is garbage: it is kept with the reply that follows (as Postfix
+  does) and flags that reply, and reading goes on.
+- What one reply may store is bounded: at most ``max_lines`` lines and about
+  ``max_stored`` characters.  Lines past either limit are read and dropped,
+  except the final line, which is always kept because the code comes from it.
+  A server that sends an endless multi-line reply therefore costs CPU, never
+  memory; the caller's deadline ends it.
+- The reply code comes from the last line.  The enhanced status code comes
+  from the last line too when the code starts with 2, 4 or 5 and the text
+  starts with ``d.ddd.ddd`` of the same class; otherwise it is ``C.0.0``
+  (``550 4.1.1 x`` gives 5.0.0).  A code that does not start with 2, 4 or 5
+  gives 5.5.0, Postfix's "protocol error" safety value (3.0.0 is no RFC 3463
+  class).
+
+The reader is incremental and holds no reference to the data it was given:
+results are identical whether the input is fed whole, byte by byte or in any
+other split.
+"""
+
+import dataclasses
+import re
+
+DEFAULT_LINE_LENGTH_LIMIT = 2048
+DEFAULT_MAX_LINES = 100
+DEFAULT_MAX_STORED = 64 * 1024
+
+# Every byte outside printable ASCII becomes "?" (Postfix's printable()).
+_PRINTABLE = bytes(b if 0x20 <= b < 0x7f else 0x3f for b in range(256))
+_DSN = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}(?=\s|$)")
+
+
+def dsn_valid(text):
+    """Length of the RFC 3463 status code at the start of ``text``, or 0.
+
+    ``d.ddd.ddd`` with a class of 2, 4 or 5, one to three digits in each
+    later part, and the end of the text or white space after it.
+    """
+    match = _DSN.match(text)
+    return match.end() if match else 0
+
+
+def enhanced_status(code, last_line):
+    """The enhanced status code of a reply, from its code and last line (§1.5)."""
+    first = str(code).zfill(3)[0]
+    if first not in "245":
+        return "5.5.0"
+    text = last_line[4:].lstrip(" ")
+    length = dsn_valid(text)
+    if length and text[0] == first:
+        return text[:length]
+    return first + ".0.0"
+
+
+def valid_code(code):
+    """True for a reply code that SMTP allows at all: 2xx to 5xx."""
+    return 200 <= code <= 599
+
+
+def notice_worthy_code(code):
+    """Postfix's smtp_check_code(): a failure code that suggests a protocol error.
+
+    Codes below 400 or above 599, 555 (RFC 1869 parameter error) and 500-509
+    (syntax errors and unimplemented commands).
+    """
+    return code < 400 or code > 599 or code == 555 or 500 <= code <= 509
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """One server reply.
+
+    ``code`` comes from the last line, ``dsn`` is its enhanced status code,
+    ``lines`` the stored, sanitised lines and ``text`` those lines joined with
+    single spaces, which is how Postfix logs a reply ("550 5.1.1 <a@b>: ...").
+    ``garbage`` says a non-reply line arrived while reading this reply;
+    ``truncated`` that a line was cut or lines were dropped.
+    """
+
+    code: int
+    dsn: str
+    text: str
+    lines: tuple
+    garbage: bool = False
+    truncated: bool = False
+
+    @classmethod
+    def from_lines(cls, lines, garbage=False, truncated=False):
+        """A Reply from sanitised lines, the last of which starts with the code."""
+        lines = tuple(lines)
+        last = lines[-1]
+        code = int(last[:3])
+        return cls(code, enhanced_status(code, last), " ".join(lines), lines, garbage, truncated)
+
+    @classmethod
+    def make(cls, text):
+        """A Reply from text such as "250 2.0.0 Ok" or "250-a\\n250 b" (tests, fakes)."""
+        return cls.from_lines(text.split("\n"))
+
+    @property
+    def valid(self):
+        """False when the code is outside 2xx..5xx (security rule 8)."""
+        return valid_code(self.code)
+
+    @property
+    def code_class(self):
+        return self.code // 100
+
+    @property
+    def positive(self):
+        return 200 <= self.code <= 299
+
+    def __str__(self):
+        return self.text
+
+
+class ReplyReader:
+    """Turns received bytes into Replies, incrementally and within bounds.
+
+    ``push(data)`` buffers bytes; ``next_reply()`` returns the next complete
+    Reply or None; ``feed(data)`` does both and returns every complete Reply.
+    ``discard()`` drops everything buffered and any partly read reply (the
+    STARTTLS rule: nothing received after the 220 is ever interpreted).
+    """
+
+    def __init__(self, line_length_limit=DEFAULT_LINE_LENGTH_LIMIT,
+                 max_lines=DEFAULT_MAX_LINES, max_stored=DEFAULT_MAX_STORED):
+        if line_length_limit < 4 or max_lines < 1:
+            raise ValueError("line_length_limit must be >= 4 and max_lines >= 1")
+        self.line_length_limit = line_length_limit
+        self.max_lines = max_lines
+        self.max_stored = max_stored
+        self._buf = bytearray()
+        self._pos = 0
+        self._reset_line()
+        self._reset_reply()
+
+    def _reset_line(self):
+        self._partial = bytearray()
+        self._skipping = False
+
+    def _reset_reply(self):
+        self._lines = []
+        self._stored = 0
+        self._garbage = False
+        self._truncated = False
+
+    # --- input -----------------------------------------------------------------
+    def push(self, data):
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        self._buf += data
+
+    def feed(self, data):
+        self.push(data)
+        replies = []
+        while (reply := self.next_reply()) is not None:
+            replies.append(reply)
+        return replies
+
+    @property
+    def buffered(self):
+        """Bytes held: unread input plus the partial line."""
+        return len(self._buf) - self._pos + len(self._partial)
+
+    @property
+    def in_reply(self):
+        """True while part of a reply (or garbage) has been read."""
+        return bool(self._lines or self._partial or self._skipping or self._garbage)
+
+    def discard(self):
+        """Forget all buffered input and any partial reply; return how many bytes went."""
+        dropped = self.buffered
+        self._buf = bytearray()
+        self._pos = 0
+        self._reset_line()
+        self._reset_reply()
+        return dropped
+
+    # --- parsing -----------------------------------------------------------------
+    def next_reply(self):
+        """The next complete Reply, or None when more input is needed."""
+        while True:
+            line = self._next_line()
+            if line is None:
+                return None
+            reply = self._take_line(line)
+            if reply is not None:
+                return reply
+
+    def _next_line(self):
+        buf, limit = self._buf, self.line_length_limit
+        end = buf.find(b"\n", self._pos)
+        if end < 0:
+            if not self._skipping:
+                self._partial += buf[self._pos:]
+                # One byte of slack for a CR that may precede the coming LF.
+                if len(self._partial) > limit + 1:
+                    del self._partial[limit:]
+                    self._skipping = True
+                    self._truncated = True
+            buf.clear()
+            self._pos = 0
+            return None
+        if not self._skipping:
+            self._partial += buf[self._pos:end]
+        self._pos = end + 1
+        if self._pos > 65536 and self._pos * 2 > len(buf):
+            del buf[:self._pos]
+            self._pos = 0
+        raw = self._partial
+        if not self._skipping and raw.endswith(b"\r"):
+            del raw[-1]
+        if len(raw) > limit:
+            del raw[limit:]
+            self._truncated = True
+        line = raw.translate(_PRINTABLE).decode("ascii")
+        self._reset_line()
+        return line
+
+    def _take_line(self, line):
+        # The line is printable ASCII here, so isdigit() means 0-9.
+        three = line[:3].isdigit() and len(line) >= 3 and not line[3:4].isdigit()
+        if three and line[3:4] in ("", " "):
+            self._lines.append(line)
+            reply = Reply.from_lines(self._lines, self._garbage, self._truncated)
+            self._reset_reply()
+            return reply
+        if not (three and line[3] == "-"):
+            self._garbage = True
+        # Keep one slot for the final line, which is always stored.
+        if len(self._lines) < self.max_lines - 1 and self._stored + len(line) <= self.max_stored:
+            self._lines.append(line)
+            self._stored += len(line)
+        else:
+            self._truncated = True
+        return None
