@@ -15,12 +15,13 @@ import os
 import sys
 
 from ..config.errors import ConfigError
-from . import check, conf, init
+from . import check, conf, deliver, init
 from .common import UsageError, fatal
 
 COMMANDS = {
     "conf": (conf, "show and edit the configuration, like postconf(1)"),
     "check": (check, "validate main.cf, master.cf and every lookup table they name"),
+    "deliver": (deliver, "deliver one message from standard input now, without the queue"),
     "init": (init, "write a default main.cf and master.cf into the configuration directory"),
 }
 

@@ -64,9 +64,9 @@ class Trouble:
         return len(self.results) == len(self.recipients)
 
     # --- outcomes -----------------------------------------------------------------
-    def sent(self, index, relay, text):
+    def sent(self, index, relay, text, dsn="2.0.0"):
         """The server took responsibility: 2xx to "." (SMTP) or this recipient's 2xx (LMTP)."""
-        self._drop(index, "sent", Status("2.0.0", text), relay)
+        self._drop(index, "sent", Status(dsn, text), relay)
 
     def fail(self, indexes, status, relay, final_server, suspend=False):
         """Apply a failure to some recipients (§1.6); returns the indexes kept."""

@@ -1,0 +1,288 @@
+"""The socket driver: runs the sans-I/O protocol core over a real connection.
+
+Exports connect(), Connection and run_session().  Reads smtp_connect_timeout,
+smtp_bind_address, smtp_bind_address6, tcp_windowsize,
+smtp_pix_workaround_delay_time, smtp_pix_workaround_threshold_time and
+smtp_line_length_limit (or the lmtp_* mirrors), through SessionOptions.
+
+Time is a deadline (STYLE.md, dnspython): every state's timeout covers the
+whole command and its reply, restarted only when the core's state or its
+count of replies changes, so a server that drips one byte a second cannot
+hold a session (security rule 7).  The body gets smtp_data_xfer_timeout plus
+one second per 500 bytes already sent, like Postfix 3.7's per-request
+deadline with its minimal data rate.
+
+The body is the stored content passed through the codec (postclient.codec):
+CRLF only, dot-stuffed, folded at smtp_line_length_limit, downgraded to 7bit
+when the core says the server lacks 8BITMIME.  STARTTLS and AUTH slot in
+where the core pauses in READY (``on_ready``), before MAIL.
+"""
+
+import dataclasses
+import errno
+import os
+import socket
+import time
+
+from .. import codec
+from .events import (NEED_DATA, PAUSED, Closed, EndOfDataReply, ReadyForData, Ready,
+                     SessionFailed, TransactionDone)
+from .trouble import connect_failed
+
+READ_SIZE = 65536
+BODY_CHUNK = 256 * 1024
+MIN_DATA_RATE = 500          # bytes per second granted beyond smtp_data_xfer_timeout
+
+
+@dataclasses.dataclass
+class SessionOptions:
+    line_length_limit: int = 990
+    pix_delay: int = 10
+    pix_threshold: int = 500
+    message_age: float = 0.0
+    mime_nesting_limit: int = 100
+    mime_boundary_length_limit: int = 2048
+
+    @classmethod
+    def from_config(cls, config, protocol, message_age):
+        from ..config.registry import protocol_name
+
+        def get(name):
+            return config.get(protocol_name(name, protocol))
+
+        return cls(line_length_limit=get("smtp_line_length_limit"),
+                   pix_delay=get("smtp_pix_workaround_delay_time"),
+                   pix_threshold=get("smtp_pix_workaround_threshold_time"),
+                   message_age=message_age,
+                   mime_nesting_limit=config.get("mime_nesting_limit"),
+                   mime_boundary_length_limit=config.get("mime_boundary_length_limit"))
+
+
+class ConnectError(Exception):
+    """Connecting failed; ``status`` is the 4.4.1 Status Postfix would record."""
+
+    def __init__(self, status):
+        super().__init__(status.text)
+        self.status = status
+
+
+def _reason(error):
+    if isinstance(error, socket.timeout):
+        return "Connection timed out"
+    if error.errno:
+        return os.strerror(error.errno)
+    return str(error) or type(error).__name__
+
+
+def connect(address, timeout, bind_address="", bind_address6="", windowsize=0):
+    """A connected socket to ``address`` (a resolve.ServerAddress); ConnectError on failure.
+
+    ``timeout`` 0 means the operating system's own limit (lmtp_connect_timeout).
+    """
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        if address.family == socket.AF_INET and bind_address:
+            sock.bind((bind_address, 0))
+        elif address.family == socket.AF_INET6 and bind_address6:
+            sock.bind((bind_address6, 0))
+        if windowsize and address.family != socket.AF_UNIX:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, windowsize)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, windowsize)
+        sock.settimeout(timeout or None)
+        sock.connect(address.sockaddr)
+    except OSError as error:
+        sock.close()
+        raise ConnectError(connect_failed(address.endpoint, _reason(error))) from None
+    if address.family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class Connection:
+    """A socket plus deadline-bounded reads and writes."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.bytes_written = 0
+
+    def write(self, data, deadline):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self.sock.settimeout(remaining)
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise TimeoutError from None
+        self.bytes_written += len(data)
+
+    def read(self, deadline):
+        """Bytes from the peer, b"" at end of file; TimeoutError past the deadline."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv(READ_SIZE)
+        except socket.timeout:
+            raise TimeoutError from None
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class _Deadline:
+    """The current state's deadline, restarted when the state or reply count moves."""
+
+    def __init__(self, client):
+        self.client = client
+        self.key = None
+        self.at = 0.0
+
+    def current(self):
+        key = (self.client.state, self.client.replies_received)
+        if key != self.key:
+            self.key = key
+            self.at = time.monotonic() + (self.client.timeout or 300)
+        return self.at
+
+
+def _io(connection, client, deadline):
+    """Write what the core queued, then read once; feed the result back to the core."""
+    out = client.data_to_send()
+    try:
+        if out:
+            connection.write(out, deadline.current())
+        data = connection.read(deadline.current())
+    except TimeoutError:
+        client.timed_out()
+        return
+    except OSError as error:
+        if error.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN):
+            raise
+        client.receive_eof()
+        return
+    if data:
+        client.receive_data(data)
+    else:
+        client.receive_eof()
+
+
+def _chunks(content):
+    """Stored content in BODY_CHUNK pieces: from bytes or from a binary file object."""
+    if hasattr(content, "read"):
+        while True:
+            chunk = content.read(BODY_CHUNK)
+            if not chunk:
+                return
+            yield chunk
+    else:
+        for start in range(0, len(content), BODY_CHUNK):
+            yield content[start:start + BODY_CHUNK]
+
+
+def _encoded(content, ready, options):
+    """(piece, is_last) of the wire form; the last piece ends with the final ".\r\n"."""
+    encoder = codec.Encoder(line_length_limit=options.line_length_limit, downgrade=ready.downgrade,
+                            mime_nesting_limit=options.mime_nesting_limit,
+                            mime_boundary_length_limit=options.mime_boundary_length_limit)
+    for chunk in _chunks(content):
+        yield encoder.feed(chunk), False
+    yield encoder.finish(), True
+
+
+def _send_body(connection, client, content, ready, options, on_body_error):
+    """Stream the encoded content; returns after end_of_data() or abort_body().
+
+    With PIX delay_dotcrlf (for a message older than the threshold) the final
+    "." is held back, the body flushed, and "." sent after the delay.
+    """
+    delay_dot = ready.delay_dotcrlf and options.message_age >= options.pix_threshold
+    deadline_base = time.monotonic() + (client.timeout or 180)
+    sent = 0
+    pieces = _encoded(content, ready, options)
+    while True:
+        try:
+            piece, last = next(pieces, (None, True))
+        except codec.MimeError as error:
+            on_body_error(error)
+            client.abort_body(error.dsn, str(error))
+            return
+        if piece is None:
+            break
+        if delay_dot and last:
+            piece = piece[:-3]      # hold back the final ".\r\n"
+        if not piece:
+            continue
+        client.send_body(piece)
+        out = client.data_to_send()
+        try:
+            connection.write(out, deadline_base + sent / MIN_DATA_RATE)
+        except TimeoutError:
+            client.timed_out()
+            return
+        except OSError:
+            client.body_write_failed()
+            return
+        sent += len(out)
+    if delay_dot:
+        time.sleep(options.pix_delay)
+    client.end_of_data()
+
+
+def run_session(connection, client, envelope, content, options, *,
+                on_ready=None, on_end_of_data=None, on_body_error=None, quit_after=True):
+    """Run one session to its end; returns the list of events that matter to the caller.
+
+    ``on_ready(client)`` is called at the first Ready (the STARTTLS/AUTH slot)
+    and may start a handshake of its own; it returns True when the core should
+    go on with the transaction.  ``on_end_of_data(event)`` sees each reply
+    after "." at once, so that delivered recipients are marked done before
+    anything else happens (security rule 2).
+    """
+    deadline = _Deadline(client)
+    events = []
+    mail_sent = False
+    while True:
+        event = client.next_event()
+        if event is NEED_DATA:
+            _io(connection, client, deadline)
+        elif event is PAUSED:
+            raise AssertionError(f"protocol core paused in state {client.state}")
+        elif isinstance(event, Ready):
+            if not mail_sent and envelope is not None:
+                if on_ready is not None and not on_ready(client):
+                    continue
+                mail_sent = True
+                client.send_mail(envelope, quit_after=quit_after)
+            elif quit_after or envelope is None:
+                client.quit()
+            else:
+                events.append(event)
+                return events
+        elif isinstance(event, ReadyForData):
+            _send_body(connection, client, content, event, options,
+                       on_body_error or (lambda error: None))
+        elif isinstance(event, EndOfDataReply):
+            if on_end_of_data is not None:
+                on_end_of_data(event)
+            events.append(event)
+        elif isinstance(event, (TransactionDone, SessionFailed)):
+            events.append(event)
+            if isinstance(event, SessionFailed) and client.state == "FAILED":
+                client.quit()
+        elif isinstance(event, Closed):
+            out = client.data_to_send()
+            if out:
+                try:
+                    connection.write(out, time.monotonic() + 5)
+                except (OSError, TimeoutError):
+                    pass
+            connection.close()
+            events.append(event)
+            return events
+        else:
+            events.append(event)

@@ -1,0 +1,264 @@
+"""Deliver one request: walk the sites and their servers until every recipient is done.
+
+Exports deliver(config, request, protocol, on_result=None) -> Outcome, and
+Outcome.  Reads (smtp_* or the lmtp_* mirrors): smtp_connect_timeout,
+smtp_bind_address, smtp_bind_address6, tcp_windowsize, smtp_mx_session_limit,
+smtp_pix_workaround_maps, smtp_discard_ehlo_keyword_address_maps, relayhost,
+best_mx_transport, soft_bounce, delay_logging_resolution_limit, and what
+destination.py, resolve.py, protocol.py, content.py and driver.py read.
+
+postfix-behaviour.md §1.1: the sites are the next-hops, then the fallback
+relays; each site is resolved to an ordered list of server addresses; each
+address is connected to in turn while recipients remain.  A failed connect
+or handshake moves on without counting as a session; smtp_mx_session_limit
+counts completed handshakes.  The last address of the last site (or of a
+site that must be final: this host is one of its MX hosts) is the final
+server, where soft failures defer instead of waiting for the next server.
+What failures mean for each recipient is decided in trouble.py.
+
+``on_result(result)`` is called the moment a recipient's fate is known, so
+the queue can mark it done before the next reply is acted on (security
+rule 2).  Every result is also logged in Postfix's format.
+"""
+
+import dataclasses
+import logging
+import time
+
+from .. import maps
+from ..config.registry import protocol_name
+from . import commands, destination, driver, resolve
+from .content import ContentFilter
+from .events import EndOfDataReply, SessionFailed, TransactionDone
+from .protocol import Client, Settings
+from .request import Status
+from .trouble import Trouble
+
+log = logging.getLogger("postclient.smtp")
+
+DNS_DEADLINE = 60           # seconds for the lookups of one site
+
+
+@dataclasses.dataclass
+class Outcome:
+    results: list                     # RecipientResult, in request order
+    destination_down: Status = None   # suspend the destination (queue manager)
+    best_mx_transport: str = ""       # hand the request to this transport (mail loop)
+
+
+def _status(failure):
+    return Status(failure.dsn, failure.text, failure.diagnostic or "")
+
+
+class _Delivery:
+    """State of one request across all its sites and servers."""
+
+    def __init__(self, config, request, protocol, on_result):
+        self.config = config
+        self.request = request
+        self.protocol = protocol
+        self.on_result = on_result
+        self.started = time.time()
+        self.trouble = Trouble(request.recipients, config.get("soft_bounce"))
+        self.filter = ContentFilter(config, protocol, request.queue_id)
+        self.sender = self.filter.rewrite_address(request.sender)
+        self.addresses = [self.filter.rewrite_address(r.address) for r in request.recipients]
+        self.content = self.filter.filter(request.content)
+        self.pix_maps = maps.open_tables(config.expand(self.param("smtp_pix_workaround_maps")))
+        self.discard_maps = maps.open_tables(
+            config.expand(self.param("smtp_discard_ehlo_keyword_address_maps")))
+        self.ready_at = {}            # recipient index -> when its session was ready for MAIL
+        self.logged = set()
+
+    def param(self, name):
+        return protocol_name(name, self.protocol)
+
+    def get(self, name):
+        return self.config.get(self.param(name))
+
+    # --- the walk (§1.1) ------------------------------------------------------------
+    def run(self):
+        self._refuse_unsafe_values()
+        settings = resolve.ResolverSettings.from_config(self.config, self.protocol)
+        sites = destination.iter_sites(self.request.nexthop, self.protocol, self.config)
+        last_site = None
+        handoff = ""
+        while not self.trouble.finished:
+            try:
+                site = next(sites, None)
+            except destination.DestinationError as error:
+                self.trouble.site_failed(error.status)
+                last_site = None
+                continue
+            if site is None:
+                break
+            last_site = site
+            resolution = resolve.resolve_site(site, settings, deadline=time.monotonic() + DNS_DEADLINE)
+            for warning in resolution.warnings:
+                log.warning("%s", warning)
+            if resolution.loops_back and self.config.get("best_mx_transport"):
+                handoff = self.config.get("best_mx_transport")
+                self.trouble.site_failed(Status("4.4.6", f"mail for {site.text} loops back to myself; "
+                                                         f"passing it to transport {handoff}"))
+                break
+            if not resolution.addresses:
+                self.trouble.site_failed(resolution.status)
+                if resolution.final:
+                    break
+                continue
+            self._try_servers(site, resolution)
+            if resolution.final:
+                break
+        misconfigured = last_site is not None and (
+            last_site.is_fallback or
+            (last_site.index == 0 and self.request.nexthop == self.config.get("relayhost")))
+        results = self.trouble.finish(relayhost_or_fallback=misconfigured)
+        for index, result in enumerate(results):
+            self._report(index, result)
+        return Outcome(results, self.trouble.destination_down, handoff)
+
+    def _refuse_unsafe_values(self):
+        """CR, LF or NUL in an address or the HELO name: refused before any connection."""
+        envelope = self._envelope(range(len(self.addresses)))
+        for problem in commands.unsafe_values(envelope, self.get("smtp_helo_name")):
+            status = Status(problem.dsn, str(problem))
+            if problem.field == "recipient":
+                self.trouble.fail([problem.index], status, "none", final_server=True)
+            else:
+                self.trouble.fail_all(status, "none", final_server=True)
+
+    def _try_servers(self, site, resolution):
+        session_limit = self.get("smtp_mx_session_limit")
+        sessions = 0
+        site_final = site.is_last or resolution.final
+        addresses = resolution.addresses
+        for position, address in enumerate(addresses):
+            if self.trouble.finished:
+                return
+            last_address = position == len(addresses) - 1
+            try:
+                sock = driver.connect(address, self.get("smtp_connect_timeout"),
+                                      self.get("smtp_bind_address"), self.get("smtp_bind_address6"),
+                                      self.config.get("tcp_windowsize"))
+            except driver.ConnectError as error:
+                log.info("%s", error.status.text)
+                self.trouble.site_failed(error.status)
+                if site_final and last_address:
+                    self.trouble.fail_all(error.status, "none", final_server=True, suspend=True)
+                continue
+            handshake_done = self._session(site, resolution, address, sock,
+                                           final=lambda done: site_final and (
+                                               last_address or (done and session_limit and
+                                                                sessions + 1 >= session_limit)))
+            if handshake_done:
+                sessions += 1
+                if session_limit and sessions >= session_limit:
+                    return
+
+    # --- one session ------------------------------------------------------------------
+    def _envelope(self, indexes):
+        request = self.request
+        recipients = [commands.Rcpt(self.addresses[i], original=request.recipients[i].original or
+                                    request.recipients[i].address, orcpt=request.recipients[i].orcpt,
+                                    notify=request.recipients[i].notify) for i in indexes]
+        needs_utf8 = request.smtputf8 and any(
+            not a.isascii() for a in [self.sender] + [r.address for r in recipients])
+        return commands.Envelope(sender=self.sender, recipients=recipients, size=len(self.content),
+                                 encoding="" if request.encoding == "unknown" else request.encoding,
+                                 envid=request.envid, ret=request.ret, smtputf8=request.smtputf8,
+                                 smtputf8_required=needs_utf8, xforward=request.client or None)
+
+    def _server_settings(self, site, resolution, address):
+        session = dict(peer=f"{address.name}[{address.address}]", nexthop=site.domain or site.text,
+                       loop_detection=site.loop_detection,
+                       best_mx=address.preference == resolution.best_preference)
+        pix = self.pix_maps.lookup(address.address) if self.pix_maps.tables else None
+        if pix is not None:
+            session["pix_workarounds"] = tuple(w.lower() for w in pix.replace(",", " ").split())
+        discard = self.discard_maps.lookup(address.address) if self.discard_maps.tables else None
+        if discard is not None:
+            session["discard_ehlo_keywords"] = tuple(discard.replace(",", " ").split())
+        return Settings.from_config(self.config, self.protocol, **session)
+
+    def _session(self, site, resolution, address, sock, final):
+        """Run one session; returns True when its handshake succeeded (a session counts)."""
+        pending = self.trouble.pending()
+        relay = address.endpoint
+        client = Client(self._server_settings(site, resolution, address))
+        connection = driver.Connection(sock)
+        ready = []
+
+        def on_ready(core):
+            ready.append(time.time())
+            for index in pending:
+                self.ready_at[index] = ready[0]
+            return True
+
+        def on_end_of_data(event):
+            self._apply(pending, event.outcomes, relay, final(True))
+
+        options = driver.SessionOptions.from_config(self.config, self.protocol,
+                                                    time.time() - self.request.arrival_time)
+        try:
+            events = driver.run_session(connection, client, self._envelope(pending), self.content, options,
+                                        on_ready=on_ready, on_end_of_data=on_end_of_data)
+        finally:
+            connection.close()
+        for notice in client.take_notices():
+            log.info("%s: %s", self.request.queue_id, getattr(notice, "text", notice))
+        for event in events:
+            if isinstance(event, SessionFailed):
+                failure = event.failure
+                self.trouble.fail([i for i in pending], _status(failure), relay,
+                                  final(bool(ready)), suspend=failure.suspends_destination)
+            elif isinstance(event, TransactionDone):
+                self._apply(pending, event.result.outcomes, relay, final(True))
+        return bool(ready)
+
+    def _apply(self, pending, outcomes, relay, final_server):
+        for outcome in outcomes:
+            index = pending[outcome.index]
+            if index in self.trouble.results:
+                continue
+            if outcome.delivered:
+                self.trouble.sent(index, relay, outcome.reply.text, outcome.reply.dsn)
+            elif outcome.failure is not None:
+                failure = outcome.failure
+                self.trouble.fail([index], _status(failure), relay, final_server,
+                                  suspend=failure.suspends_destination)
+            if index in self.trouble.results:
+                self._report(index, self.trouble.results[index])
+
+    # --- results ------------------------------------------------------------------------
+    def _report(self, index, result):
+        if index in self.logged:
+            return
+        self.logged.add(index)
+        log.info("%s", self._log_line(index, result))
+        if self.on_result is not None:
+            self.on_result(index, result)
+
+    def _log_line(self, index, result):
+        now = time.time()
+        digits = self.config.get("delay_logging_resolution_limit")
+        queued = max(0.0, self.started - self.request.arrival_time)
+        ready = self.ready_at.get(index, now)
+        setup = max(0.0, ready - self.started)
+        transmission = max(0.0, now - ready)
+
+        def fmt(seconds):
+            text = f"{seconds:.{digits}f}" if digits else str(int(seconds))
+            return text.rstrip("0").rstrip(".") if "." in text else text
+
+        recipient = self.request.recipients[index]
+        orig = f", orig_to=<{recipient.original}>" if recipient.original and \
+            recipient.original != recipient.address else ""
+        return (f"{self.request.queue_id}: to=<{recipient.address}>{orig}, relay={result.relay}, "
+                f"delay={fmt(now - self.request.arrival_time)}, "
+                f"delays={fmt(queued)}/0/{fmt(setup)}/{fmt(transmission)}, "
+                f"dsn={result.dsn}, status={result.status} ({result.text})")
+
+
+def deliver(config, request, protocol="smtp", on_result=None):
+    """Deliver ``request`` (a request.DeliveryRequest); returns an Outcome."""
+    return _Delivery(config, request, protocol, on_result).run()
