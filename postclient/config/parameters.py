@@ -9,7 +9,8 @@ Columns, separated by "|":
   name | type | default | bounds | one-line description
 type is one of bool, int, time:UNIT (UNIT = default unit of a bare number),
 size, str, str(a/b/c), list, list(a/b/c), maps.  bounds is "MIN..MAX" with
-either side optional.  A default of "@dynamic" is computed at run time
+either side optional, plus single extra values before a comma ("0,2..":
+0 or >= 2).  A default of "@dynamic" is computed at run time
 (host name, configuration directory, process name ...).
 
 Defaults follow the Postfix 2.6 smtp(8) manual page, except: TLS defaults are
@@ -25,7 +26,7 @@ ignore_mx_lookup_error | bool | no | | Ignore DNS MX lookups that produce no res
 smtp_always_send_ehlo | bool | yes | | Always send EHLO at the start of an SMTP session
 smtp_never_send_ehlo | bool | no | | Never send EHLO at the start of an SMTP session
 smtp_defer_if_no_mx_address_found | bool | no | | Defer rather than bounce when no MX host resolves to an address
-smtp_line_length_limit | int | 990 | 0.. | Longest header or body line sent via SMTP before folding (0 = no limit)
+smtp_line_length_limit | int | 990 | 0,2.. | Longest header or body line sent via SMTP before folding (0 = no limit)
 smtp_pix_workaround_delay_time | time:s | 10s | 1s.. | Pause before sending "." to work around the PIX end-of-data bug
 smtp_pix_workaround_threshold_time | time:s | 500s | 0.. | Queue age at which the PIX delay_dotcrlf workaround is applied
 smtp_pix_workarounds | list(disable_esmtp/delay_dotcrlf) | disable_esmtp, delay_dotcrlf | | Workarounds applied to a server that looks like a PIX firewall

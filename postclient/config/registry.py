@@ -25,6 +25,7 @@ class Parameter:
     maximum: int = None
     unit: str = None
     choices: tuple = ()
+    also_allowed: tuple = ()    # values accepted outside [minimum, maximum] ("0,2..": 0 = off)
     mirror_of: str = None
 
     @property
@@ -79,11 +80,16 @@ def _build_table(text):
             raise AssertionError(f"parameters.py: table line {number}: need 5 columns: {line!r}")
         name, type_spec, default, bounds, doc = columns
         kind, unit, choices = _parse_type(type_spec, name)
-        low, _, high = bounds.partition("..")
+        # "MIN..MAX", optionally with single extra values: "0,2.." = 0, or 2 and up.
+        pieces = bounds.split(",")
+        ranges = [p for p in pieces if ".." in p] or [""]
+        extra = [p for p in pieces if ".." not in p and p.strip()]
+        low, _, high = ranges[0].partition("..")
         param = Parameter(name, kind, default, doc,
                           minimum=_parse_bound(low, kind, unit, name),
                           maximum=_parse_bound(high, kind, unit, name),
-                          unit=unit, choices=choices)
+                          unit=unit, choices=choices,
+                          also_allowed=tuple(_parse_bound(v, kind, unit, name) for v in extra))
         if name in table:
             raise AssertionError(f"parameters.py: duplicate parameter {name}")
         table[name] = param

@@ -56,6 +56,8 @@ def split_list(text):
 
 
 def _check_bounds(number, param, shown):
+    if number in param.also_allowed:
+        return number
     low, high = param.minimum, param.maximum
     if low is not None and number < low:
         raise ValueError(f'{shown} is below the minimum {param.format_bound(low)}')

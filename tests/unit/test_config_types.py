@@ -126,3 +126,13 @@ def test_validate_collects_every_error(tmp_path):
     (tmp_path / "main.cf").write_text("max_use = x\nsmtp_helo_timeout = y\nrelayhost = ok\n")
     errors = Config.load(str(tmp_path)).validate()
     assert sorted(e.line for e in errors) == [1, 2]
+
+
+@pytest.mark.parametrize("text, ok", [("0", True), ("2", True), ("990", True), ("1", False), ("-1", False)])
+def test_line_length_limit_is_zero_or_at_least_two(tmp_path, text, ok):
+    if ok:
+        assert value(tmp_path, "smtp_line_length_limit", text) == int(text)
+        assert value(tmp_path, "lmtp_line_length_limit", text) == int(text)
+    else:
+        with pytest.raises(ConfigError, match=r"main.cf:2: smtp_line_length_limit: value .* is below the minimum 2"):
+            value(tmp_path, "smtp_line_length_limit", text)
