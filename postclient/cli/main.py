@@ -35,8 +35,10 @@ def _common_options(parser, suppress_defaults):
     default = argparse.SUPPRESS if suppress_defaults else None
     parser.add_argument("-c", dest="config_dir", metavar="DIR", default=default,
                         help="configuration directory (default: $POSTCLIENT_CONFIG_DIR or /etc/postclient)")
-    parser.add_argument("-o", dest="overrides", metavar="NAME=VALUE", action="append",
-                        default=argparse.SUPPRESS if suppress_defaults else [],
+    # Separate lists before and after the command name: argparse would let the
+    # subcommand's list replace the main one; main() joins them.
+    parser.add_argument("-o", dest="command_overrides" if suppress_defaults else "overrides",
+                        metavar="NAME=VALUE", action="append", default=[],
                         help="override a main.cf parameter")
     parser.add_argument("-v", dest="verbose", action="store_true",
                         default=argparse.SUPPRESS if suppress_defaults else False,
@@ -73,6 +75,7 @@ def main(argv=None):
     if not args.command:
         parser.print_help(sys.stderr)
         return os.EX_USAGE
+    args.overrides = list(args.overrides) + list(getattr(args, "command_overrides", []))
     module = COMMANDS[args.command][0]
     try:
         return module.run(args)

@@ -23,6 +23,7 @@ rule 2).  Every result is also logged in Postfix's format.
 
 import dataclasses
 import logging
+import os
 import time
 
 from .. import maps
@@ -92,6 +93,10 @@ class _Delivery:
                 continue
             if site is None:
                 break
+            if site.is_unix and not os.path.isabs(site.unix_path):
+                # Postfix: a relative LMTP socket path is relative to queue_directory.
+                site = dataclasses.replace(site, unix_path=os.path.join(
+                    self.config.get("queue_directory"), site.unix_path))
             last_site = site
             resolution = resolve.resolve_site(site, settings, deadline=time.monotonic() + DNS_DEADLINE)
             for warning in resolution.warnings:
@@ -109,13 +114,30 @@ class _Delivery:
             self._try_servers(site, resolution)
             if resolution.final:
                 break
-        misconfigured = last_site is not None and (
-            last_site.is_fallback or
-            (last_site.index == 0 and self.request.nexthop == self.config.get("relayhost")))
-        results = self.trouble.finish(relayhost_or_fallback=misconfigured)
+        results = self.trouble.finish(relayhost_or_fallback=self._misconfigured(last_site))
         for index, result in enumerate(results):
             self._report(index, result)
         return Outcome(results, self.trouble.destination_down, handoff)
+
+    def _misconfigured(self, last_site):
+        """Whether a hard leftover status means a local configuration problem (SMTP only).
+
+        As Postfix's smtp_connect.c: the last site was a fallback relay, or the
+        first site is relayhost; such mail is deferred (4.3.5), never bounced,
+        and the problem is logged for the administrator.
+        """
+        if self.protocol != "smtp" or last_site is None or self.trouble.finished:
+            return False
+        if last_site.is_fallback:
+            which = "smtp_fallback_relay"
+        elif last_site.index == 0 and self.request.nexthop == self.config.get("relayhost"):
+            which = "relayhost"
+        else:
+            return False
+        status = self.trouble.last[0] if self.trouble.last else None
+        if status is not None and status.hard:
+            log.warning("%s configuration problem", which)
+        return True
 
     def _refuse_unsafe_values(self):
         """CR, LF or NUL in an address or the HELO name: refused before any connection."""
