@@ -64,7 +64,16 @@ class _Delivery:
         self.filter = ContentFilter(config, protocol, request.queue_id)
         self.sender = self.filter.rewrite_address(request.sender)
         self.addresses = [self.filter.rewrite_address(r.address) for r in request.recipients]
-        self.content = self.filter.filter(request.content)
+        if request.open_content is not None and not self.filter.content_active:
+            self.content = None          # streamed from the queue file, once per session
+            self.content_size = request.content_size
+        else:
+            content = request.content
+            if request.open_content is not None:
+                with request.open_content() as handle:
+                    content = handle.read()
+            self.content = self.filter.filter(content)
+            self.content_size = len(self.content)
         self.pix_maps = maps.open_tables(config.expand(self.param("smtp_pix_workaround_maps")))
         self.discard_maps = maps.open_tables(
             config.expand(self.param("smtp_discard_ehlo_keyword_address_maps")))
@@ -142,9 +151,13 @@ class _Delivery:
     def _refuse_unsafe_values(self):
         """CR, LF or NUL in an address or the HELO name: refused before any connection."""
         envelope = self._envelope(range(len(self.addresses)))
-        for problem in commands.unsafe_values(envelope, self.get("smtp_helo_name")):
+        problems = commands.unsafe_values(envelope, self.get("smtp_helo_name"))
+        # A recipient's own problem (address, ORCPT, NOTIFY) fails that recipient
+        # only, with the address problem first (5.1.3); the rest fail them all.
+        problems.sort(key=lambda p: p.index is None or p.field != "recipient")
+        for problem in problems:
             status = Status(problem.dsn, str(problem))
-            if problem.field == "recipient":
+            if problem.index is not None:
                 self.trouble.fail([problem.index], status, "none", final_server=True)
             else:
                 self.trouble.fail_all(status, "none", final_server=True)
@@ -185,7 +198,7 @@ class _Delivery:
                                     notify=request.recipients[i].notify) for i in indexes]
         needs_utf8 = request.smtputf8 and any(
             not a.isascii() for a in [self.sender] + [r.address for r in recipients])
-        return commands.Envelope(sender=self.sender, recipients=recipients, size=len(self.content),
+        return commands.Envelope(sender=self.sender, recipients=recipients, size=self.content_size,
                                  encoding="" if request.encoding == "unknown" else request.encoding,
                                  envid=request.envid, ret=request.ret, smtputf8=request.smtputf8,
                                  smtputf8_required=needs_utf8, xforward=request.client or None)
@@ -221,11 +234,14 @@ class _Delivery:
 
         options = driver.SessionOptions.from_config(self.config, self.protocol,
                                                     time.time() - self.request.arrival_time)
+        content = self.content if self.content is not None else self.request.open_content()
         try:
-            events = driver.run_session(connection, client, self._envelope(pending), self.content, options,
+            events = driver.run_session(connection, client, self._envelope(pending), content, options,
                                         on_ready=on_ready, on_end_of_data=on_end_of_data)
         finally:
             connection.close()
+            if content is not self.content:
+                content.close()
         for notice in client.take_notices():
             log.info("%s: %s", self.request.queue_id, getattr(notice, "text", notice))
         for event in events:

@@ -27,7 +27,9 @@ class DeliveryRequest:
     nexthop: str
     sender: str
     recipients: list
-    content: bytes = b""            # the message as stored (header + body)
+    content: bytes = b""            # the message as stored (header + body), or:
+    open_content: object = None     # a callable giving a fresh binary file of the message
+    content_size: int = None        # its size, with open_content
     encoding: str = "unknown"       # body encoding: 7bit, 8bit or unknown
     envid: str = ""                 # DSN ENVID
     ret: str = ""                   # DSN RET: FULL, HDRS or ""
