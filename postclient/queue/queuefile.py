@@ -1,0 +1,259 @@
+"""Queue files: one file per message, complete or absent, recipients marked done in place.
+
+Exports write_queue_file(), read_queue_file(), mark_done(), open_content(),
+QueueFile, QueuedRecipient, CorruptQueueFile and the status bytes PENDING and
+DONE.  The format is documented in docs/queue-format.md.
+
+Layout: the magic line ``PCQ1\\n``, then records ``<type><length>:<payload>\\n``
+(type one ASCII letter, length in decimal).  Envelope records come first,
+then one ``R`` record per recipient whose first payload byte is its status
+(``P`` pending, ``D`` done), then the content (``M``), then the end record
+``E``.  A file without its end record, with a length that runs past the end
+of the file, an unknown record type or missing envelope records is corrupt.
+
+Durability (DESIGN.md "Queue"): the file is written under a temporary name,
+fsynced, renamed into place and its directory fsynced, so a crash leaves the
+message complete or absent.  A recipient is marked done by overwriting its
+status byte and fsyncing: done recipients are never sent again, whatever
+crashes afterwards.
+"""
+
+import dataclasses
+import os
+
+MAGIC = b"PCQ1\n"
+PENDING = b"P"
+DONE = b"D"
+MAX_ENVELOPE_RECORD = 64 * 1024
+ENVELOPE_TYPES = {b"A": "arrival_time", b"S": "sender", b"I": "envid", b"T": "ret",
+                  b"B": "encoding", b"U": "smtputf8", b"X": "client"}
+ENCODINGS = ("7bit", "8bit", "unknown")
+
+
+class CorruptQueueFile(Exception):
+    """The file is truncated or malformed; ``str()`` says where and what."""
+
+
+@dataclasses.dataclass
+class QueuedRecipient:
+    address: str
+    original: str = ""
+    orcpt: str = ""
+    notify: str = ""
+    offset: int = -1        # file offset of the status byte
+    done: bool = False
+
+
+@dataclasses.dataclass
+class QueueFile:
+    path: str
+    queue_id: str
+    arrival_time: float
+    sender: str
+    recipients: list
+    content_offset: int
+    content_size: int
+    envid: str = ""
+    ret: str = ""
+    encoding: str = "unknown"
+    smtputf8: bool = False
+    client: dict = dataclasses.field(default_factory=dict)
+
+    def pending(self):
+        return [r for r in self.recipients if not r.done]
+
+
+def _record(kind, payload):
+    return kind + str(len(payload)).encode() + b":" + payload + b"\n"
+
+
+def _text(value):
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _fsync_directory(path):
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_queue_file(directory, queue_id, *, sender, recipients, content, arrival_time,
+                     envid="", ret="", encoding="unknown", smtputf8=False, client=None):
+    """Write a complete queue file ``directory/queue_id`` durably; returns its path.
+
+    ``recipients`` are objects with address, original, orcpt and notify
+    attributes (or plain address strings).  ``content`` is bytes.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"bad body encoding {encoding!r}")
+    if not recipients:
+        raise ValueError("a queue file needs at least one recipient")
+    parts = [MAGIC, _record(b"A", repr(float(arrival_time)).encode()), _record(b"S", _text(sender)),
+             _record(b"B", encoding.encode()), _record(b"U", b"1" if smtputf8 else b"0")]
+    if envid:
+        parts.append(_record(b"I", _text(envid)))
+    if ret:
+        parts.append(_record(b"T", ret.encode()))
+    for name, value in sorted((client or {}).items()):
+        parts.append(_record(b"X", _text(f"{name}={value}")))
+    for recipient in recipients:
+        if isinstance(recipient, str):
+            fields = (recipient, "", "", "")
+        else:
+            fields = (recipient.address, recipient.original or "", recipient.orcpt or "",
+                      recipient.notify or "")
+        if any("\0" in field for field in fields):
+            raise ValueError("NUL in a recipient field")
+        parts.append(_record(b"R", PENDING + b"\0".join(_text(f) for f in fields)))
+    parts.append(_record(b"M", content))
+    parts.append(_record(b"E", b""))
+    path = os.path.join(directory, queue_id)
+    temporary = os.path.join(directory, f".{queue_id}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            for part in parts:
+                handle.write(part)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+    return path
+
+
+def _read_record(handle, position, size, limit):
+    """(type, payload or None, payload offset, next position); payload None for M."""
+    kind = handle.read(1)
+    if not kind:
+        raise CorruptQueueFile(f"offset {position}: file ends without its end record")
+    digits = b""
+    while True:
+        char = handle.read(1)
+        if char == b":":
+            break
+        if not char or not char.isdigit() or len(digits) > 12:
+            raise CorruptQueueFile(f"offset {position}: bad record length")
+        digits += char
+    if not digits:
+        raise CorruptQueueFile(f"offset {position}: bad record length")
+    length = int(digits)
+    payload_offset = position + 1 + len(digits) + 1
+    if payload_offset + length + 1 > size:
+        raise CorruptQueueFile(f"offset {position}: record of {length} bytes runs past the end of the file")
+    if kind != b"M" and length > limit:
+        raise CorruptQueueFile(f"offset {position}: {kind.decode(errors='replace')} record too long")
+    if kind == b"M":
+        payload = None
+        handle.seek(length, os.SEEK_CUR)
+    else:
+        payload = handle.read(length)
+    if handle.read(1) != b"\n":
+        raise CorruptQueueFile(f"offset {position}: record does not end with a newline")
+    return kind, payload, payload_offset, payload_offset + length + 1
+
+
+def read_queue_file(path):
+    """Parse and validate the envelope of ``path``; CorruptQueueFile if it is not sound.
+
+    The content is not read: open_content() streams it.
+    """
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if handle.read(len(MAGIC)) != MAGIC:
+            raise CorruptQueueFile("not a postclient queue file (bad magic)")
+        position = len(MAGIC)
+        values = {"client": {}}
+        recipients = []
+        content = None
+        while True:
+            kind, payload, payload_offset, position = _read_record(handle, position, size,
+                                                                   MAX_ENVELOPE_RECORD)
+            if kind == b"E":
+                break
+            if kind == b"M":
+                if content is not None:
+                    raise CorruptQueueFile("two content records")
+                content = (payload_offset, position - payload_offset - 1)
+            elif kind == b"R":
+                fields = payload[1:].decode("utf-8", "surrogateescape").split("\0")
+                if payload[:1] not in (PENDING, DONE) or len(fields) != 4 or not fields[0]:
+                    raise CorruptQueueFile(f"offset {payload_offset}: bad recipient record")
+                recipients.append(QueuedRecipient(*fields, offset=payload_offset,
+                                                  done=payload[:1] == DONE))
+            elif kind in ENVELOPE_TYPES:
+                text = payload.decode("utf-8", "surrogateescape")
+                if kind == b"X":
+                    name, _, value = text.partition("=")
+                    values["client"][name] = value
+                else:
+                    values[ENVELOPE_TYPES[kind]] = text
+            else:
+                raise CorruptQueueFile(f"offset {payload_offset - 2}: unknown record type {kind!r}")
+        if position != size:
+            raise CorruptQueueFile(f"offset {position}: data after the end record")
+    if content is None or not recipients or "arrival_time" not in values or "sender" not in values:
+        raise CorruptQueueFile("missing envelope records (arrival time, sender, recipients or content)")
+    try:
+        arrival = float(values["arrival_time"])
+    except ValueError:
+        raise CorruptQueueFile(f"bad arrival time {values['arrival_time']!r}") from None
+    encoding = values.get("encoding", "unknown")
+    if encoding not in ENCODINGS:
+        raise CorruptQueueFile(f"bad body encoding {encoding!r}")
+    return QueueFile(path=path, queue_id=os.path.basename(path), arrival_time=arrival,
+                     sender=values["sender"], recipients=recipients, content_offset=content[0],
+                     content_size=content[1], envid=values.get("envid", ""),
+                     ret=values.get("ret", ""), encoding=encoding,
+                     smtputf8=values.get("smtputf8") == "1", client=values["client"])
+
+
+class _ContentReader:
+    """A read-only file object limited to the content record."""
+
+    def __init__(self, path, offset, size):
+        self._handle = open(path, "rb")
+        self._handle.seek(offset)
+        self._left = size
+
+    def read(self, size=-1):
+        if size is None or size < 0 or size > self._left:
+            size = self._left
+        data = self._handle.read(size)
+        self._left -= len(data)
+        return data
+
+    def close(self):
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_content(queue_file):
+    """A file object that reads the message content as a stream."""
+    return _ContentReader(queue_file.path, queue_file.content_offset, queue_file.content_size)
+
+
+def mark_done(path, offset):
+    """Overwrite one recipient's status byte with DONE and flush it to disk."""
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        current = os.pread(descriptor, 1, offset)
+        if current not in (PENDING, DONE):
+            raise CorruptQueueFile(f"offset {offset}: no recipient status byte there")
+        if os.pwrite(descriptor, DONE, offset) != 1:
+            raise OSError(f"short write marking a recipient done in {path}")
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

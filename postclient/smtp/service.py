@@ -1,0 +1,154 @@
+"""The smtp and lmtp services: delivery requests in, per-recipient results out.
+
+Exports serve(conn, context) (the "single" service callback run by the child
+skeleton), handle_request() and PROTOCOL/VERSION.  The request/reply
+protocol is documented in docs/protocols.md; postclient.smtp.agent_client is
+its client side.  Reads everything the delivery engine reads, plus
+queue_directory and ipc_timeout.
+
+For each request: open and validate the queue file, deliver the recipients
+it names with the engine, and as soon as a recipient's fate is known:
+  - sent: mark it done in the queue file (fsync) - and, when the sender asked
+    for NOTIFY=SUCCESS, append a trace record first;
+  - bounced: append a bounce record (fsync), then mark it done;
+  - deferred: append a defer record (fsync); it stays pending.
+That order means a crash at any point loses no notice and never re-sends a
+recipient already marked done (security rules 2 and 13).  Recipients the
+queue file already marks done are skipped, whoever asks for them.
+"""
+
+import logging
+import os
+import time
+
+from .. import ipc
+from ..queue import queuefile, statuslog
+from . import engine
+from .request import DeliveryRequest, Recipient
+
+PROTOCOL = "delivery"
+VERSION = 1
+QUEUE_NAMES = ("incoming", "active", "deferred", "hold")
+
+log = logging.getLogger("postclient.smtp")
+
+
+class RequestError(Exception):
+    """The request itself is unusable (bad attributes, missing or corrupt queue file)."""
+
+    def __init__(self, reason, corrupt=False):
+        super().__init__(reason)
+        self.corrupt = corrupt
+
+
+def _queue_path(queue_directory, attributes):
+    name = attributes.get("queue_name")
+    queue_id = attributes.get("queue_id")
+    if name not in QUEUE_NAMES or not isinstance(queue_id, str) or not queue_id \
+            or "/" in queue_id or queue_id.startswith("."):
+        raise RequestError(f"bad queue name or id: {name!r} {queue_id!r}")
+    return os.path.join(queue_directory, name, queue_id)
+
+
+def _requested_recipients(attributes, queued):
+    """The queue file's pending recipients that the request names by offset."""
+    by_offset = {r.offset: r for r in queued.recipients}
+    wanted = attributes.get("recipients")
+    if not isinstance(wanted, list) or not wanted:
+        raise RequestError("request names no recipients")
+    chosen, skipped = [], []
+    for item in wanted:
+        offset = item.get("offset") if isinstance(item, dict) else None
+        record = by_offset.get(offset)
+        if record is None:
+            raise RequestError(f"no recipient record at offset {offset!r} in the queue file")
+        if record.done:
+            skipped.append(record)
+        else:
+            chosen.append(record)
+    return chosen, skipped
+
+
+def handle_request(attributes, context):
+    """Deliver one request; returns the reply attributes."""
+    queue_directory = context.queue_directory
+    try:
+        path = _queue_path(queue_directory, attributes)
+        try:
+            queued = queuefile.read_queue_file(path)
+        except FileNotFoundError:
+            raise RequestError(f"queue file {path} does not exist") from None
+        except queuefile.CorruptQueueFile as error:
+            raise RequestError(f"corrupt queue file {path}: {error}", corrupt=True) from None
+        nexthop = attributes.get("nexthop")
+        if not isinstance(nexthop, str) or not nexthop:
+            raise RequestError("request has no next-hop")
+        chosen, skipped = _requested_recipients(attributes, queued)
+    except RequestError as error:
+        log.warning("%s: delivery request refused: %s", attributes.get("queue_id", "?"), error)
+        return {"status": "corrupt" if error.corrupt else "error", "reason": str(error),
+                "results": [], "pid": os.getpid()}
+    flags = attributes.get("flags") or {}
+    request = DeliveryRequest(
+        queue_id=queued.queue_id, nexthop=nexthop, sender=queued.sender,
+        recipients=[Recipient(r.address, r.original, r.orcpt, r.notify, r.offset) for r in chosen],
+        content_size=queued.content_size,
+        open_content=lambda: queuefile.open_content(queued),
+        encoding=queued.encoding, envid=queued.envid, ret=queued.ret, smtputf8=queued.smtputf8,
+        arrival_time=queued.arrival_time, client=queued.client,
+        use_cached_connection=bool(flags.get("use_cached_connection")),
+        store_connection=bool(flags.get("store_connection")))
+    protocol = "lmtp" if context.command == "lmtp" else "smtp"
+
+    def record(index, result):
+        recipient = request.recipients[index]
+        status = statuslog.StatusRecord(
+            recipient=recipient.address, original=recipient.original, orcpt=recipient.orcpt,
+            notify=recipient.notify, offset=recipient.offset, status=result.status, dsn=result.dsn,
+            relay=result.relay, reply=result.reply, text=result.text, time=time.time())
+        if result.status == "sent":
+            if "SUCCESS" in recipient.notify.upper():
+                statuslog.append_status(queue_directory, "trace", queued.queue_id, status)
+            queuefile.mark_done(path, recipient.offset)
+        elif result.status == "bounced":
+            statuslog.append_status(queue_directory, "bounce", queued.queue_id, status)
+            queuefile.mark_done(path, recipient.offset)
+        else:
+            statuslog.append_status(queue_directory, "defer", queued.queue_id, status)
+
+    outcome = engine.deliver(context.config, request, protocol, on_result=record)
+    results = [dict(result.as_json(), offset=result.recipient.offset) for result in outcome.results]
+    results += [{"recipient": r.address, "offset": r.offset, "status": "done"} for r in skipped]
+    reply = {"status": "ok", "results": results, "pid": os.getpid()}
+    if outcome.destination_down is not None:
+        reply["destination_down"] = {"dsn": outcome.destination_down.dsn,
+                                     "text": outcome.destination_down.text}
+    if outcome.best_mx_transport:
+        reply["best_mx_transport"] = outcome.best_mx_transport
+    return reply
+
+
+def serve(conn, context):
+    """One client connection: announce, then answer requests until it closes."""
+    timeout = context.ipc_timeout
+    ipc.announce(conn, PROTOCOL, VERSION, time.monotonic() + timeout)
+    while True:
+        try:
+            attributes = ipc.receive_message(conn, time.monotonic() + timeout)
+        except ipc.IpcClosed:
+            return
+        except ipc.IpcError as error:
+            log.warning("delivery request: %s", error)
+            return
+        kind = attributes.get("request")
+        if kind == "wakeup":
+            return
+        if kind != "deliver":
+            log.warning("unknown request %r from client; disconnecting", kind)
+            return
+        reply = handle_request(attributes, context)
+        try:
+            ipc.send_message(conn, reply, time.monotonic() + timeout)
+        except ipc.IpcError as error:
+            log.warning("%s: cannot send the delivery reply: %s", attributes.get("queue_id"), error)
+            return

@@ -1,0 +1,126 @@
+"""Queue files: round trip, done marks, streaming, and every kind of corruption."""
+
+import os
+
+import pytest
+
+from postclient.queue import qid, queuefile, statuslog
+from postclient.smtp.request import Recipient
+
+CONTENT = b"Subject: test\r\n\r\nline one\n.dot line\nraw \xff byte\n"
+
+
+def write(tmp_path, **overrides):
+    values = dict(sender="sender@example.com",
+                  recipients=[Recipient("a@example.com", original="A@example.com",
+                                        orcpt="rfc822;A@example.com", notify="SUCCESS,FAILURE"),
+                              Recipient("b@example.com")],
+                  content=CONTENT, arrival_time=1700000000.25, envid="ENV1", ret="HDRS",
+                  encoding="8bit", smtputf8=True, client={"ADDR": "192.0.2.9", "NAME": "client.example"})
+    values.update(overrides)
+    return queuefile.write_queue_file(str(tmp_path), "QID1", **values)
+
+
+def test_round_trip(tmp_path):
+    path = write(tmp_path)
+    queued = queuefile.read_queue_file(path)
+    assert (queued.queue_id, queued.sender, queued.arrival_time) == ("QID1", "sender@example.com", 1700000000.25)
+    assert (queued.envid, queued.ret, queued.encoding, queued.smtputf8) == ("ENV1", "HDRS", "8bit", True)
+    assert queued.client == {"ADDR": "192.0.2.9", "NAME": "client.example"}
+    first, second = queued.recipients
+    assert (first.address, first.original, first.orcpt, first.notify) == (
+        "a@example.com", "A@example.com", "rfc822;A@example.com", "SUCCESS,FAILURE")
+    assert second.address == "b@example.com" and not second.done
+    with queuefile.open_content(queued) as handle:
+        assert handle.read(5) + handle.read() == CONTENT
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
+
+
+def test_mark_done_is_persistent_and_checked(tmp_path):
+    path = write(tmp_path)
+    queued = queuefile.read_queue_file(path)
+    queuefile.mark_done(path, queued.recipients[1].offset)
+    again = queuefile.read_queue_file(path)
+    assert [r.done for r in again.recipients] == [False, True]
+    assert [r.address for r in again.pending()] == ["a@example.com"]
+    with pytest.raises(queuefile.CorruptQueueFile, match="no recipient status byte"):
+        queuefile.mark_done(path, queued.content_offset)
+    assert queuefile.read_queue_file(path).recipients[0].done is False
+
+
+def test_every_truncation_is_detected(tmp_path):
+    path = write(tmp_path)
+    data = open(path, "rb").read()
+    for cut in range(len(data)):
+        with open(path, "wb") as handle:
+            handle.write(data[:cut])
+        with pytest.raises(queuefile.CorruptQueueFile):
+            queuefile.read_queue_file(path)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: b"XXXX" + d[4:], "bad magic"),
+    (lambda d: d + b"junk", "data after the end record"),
+    (lambda d: d.replace(b"\nS18:", b"\nQ18:"), "unknown record type"),
+    (lambda d: d.replace(b"B4:8bit", b"B4:9bit"), "bad body encoding"),
+    (lambda d: d.replace(b"\nA13:", b"\nA1x:"), "bad record length"),
+    (lambda d: d.replace(b"\nR", b"\nR", 1).replace(b":P", b":Z", 1), "bad recipient record"),
+])
+def test_malformed_files(tmp_path, mutate, message):
+    path = write(tmp_path)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    changed = mutate(data)
+    assert changed != data
+    with open(path, "wb") as handle:
+        handle.write(changed)
+    with pytest.raises(queuefile.CorruptQueueFile, match=message):
+        queuefile.read_queue_file(path)
+
+
+def test_refuses_to_write_nonsense(tmp_path):
+    with pytest.raises(ValueError):
+        write(tmp_path, recipients=[])
+    with pytest.raises(ValueError):
+        write(tmp_path, encoding="base64")
+    with pytest.raises(ValueError):
+        write(tmp_path, recipients=["bad\0address"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_no_partial_file_is_left_when_writing_fails(tmp_path, monkeypatch):
+    def failing_fsync(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError):
+        write(tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_queue_ids_are_unique_sortable_and_valid():
+    ids = [qid.new_queue_id() for _ in range(5000)]
+    assert len(set(ids)) == 5000 and ids == sorted(ids)
+    assert all(qid.valid_queue_id(i) for i in ids)
+    assert not qid.valid_queue_id("../etc/passwd")
+    assert abs(qid.queue_id_time(qid.new_queue_id(now=1800000000.5)) - 1800000000.5) < 1e-6
+    assert qid.new_queue_id(now=1) < qid.new_queue_id(now=2)
+
+
+def test_status_logs(tmp_path):
+    for kind in statuslog.LOG_KINDS:
+        (tmp_path / kind).mkdir()
+    record = statuslog.StatusRecord(recipient="a@example.com", status="deferred", dsn="4.4.1",
+                                    text="connect to x[192.0.2.1]:25: Connection refused")
+    statuslog.append_status(str(tmp_path), "defer", "QID1", record)
+    statuslog.append_status(str(tmp_path), "defer", "QID1",
+                            statuslog.StatusRecord(recipient="b@example.com", status="deferred"))
+    with open(tmp_path / "defer" / "QID1", "ab") as handle:
+        handle.write(b'{"recipient": "torn')          # a crash in the middle of an append
+    records = statuslog.read_status(str(tmp_path), "defer", "QID1")
+    assert [r.recipient for r in records] == ["a@example.com", "b@example.com"]
+    assert records[0].dsn == "4.4.1" and records[0].time > 0
+    assert statuslog.read_status(str(tmp_path), "bounce", "QID1") == []
+    statuslog.remove_status(str(tmp_path), "QID1")
+    assert statuslog.read_status(str(tmp_path), "defer", "QID1") == []
+    with pytest.raises(ValueError):
+        statuslog.append_status(str(tmp_path), "../x", "QID1", record)
