@@ -15,7 +15,7 @@ import os
 import sys
 
 from ..config.errors import ConfigError
-from . import check, conf, deliver, init
+from . import check, conf, deliver, init, master
 from .common import UsageError, fatal
 
 COMMANDS = {
@@ -23,6 +23,11 @@ COMMANDS = {
     "check": (check, "validate main.cf, master.cf and every lookup table they name"),
     "deliver": (deliver, "deliver one message from standard input now, without the queue"),
     "init": (init, "write a default main.cf and master.cf into the configuration directory"),
+    "start": (master.start, "start the master as a daemon, like postfix start"),
+    "start-fg": (master.start_fg, "run the master in the foreground (systemd, containers, make run)"),
+    "stop": (master.stop, "stop the master; children finish their current client first"),
+    "reload": (master.reload, "make the master re-read main.cf and master.cf"),
+    "status": (master.status, "say whether the master runs (exit 0) or not (exit 1)"),
 }
 
 
