@@ -1,6 +1,7 @@
 """The socket driver: runs the sans-I/O protocol core over a real connection.
 
-Exports connect(), Connection and run_session().  Reads smtp_connect_timeout,
+Exports connect(), Connection, run_session() and, for the connection cache
+(reuse.py), probe() and quit_session().  Reads smtp_connect_timeout,
 smtp_bind_address, smtp_bind_address6, tcp_windowsize,
 smtp_pix_workaround_delay_time, smtp_pix_workaround_threshold_time and
 smtp_line_length_limit (or the lmtp_* mirrors), through SessionOptions.
@@ -26,7 +27,7 @@ import time
 
 from .. import codec
 from .events import (NEED_DATA, PAUSED, Closed, EndOfDataReply, ReadyForData, Ready,
-                     SessionFailed, TransactionDone)
+                     RsetReply, SessionFailed, TransactionDone)
 from .trouble import connect_failed
 
 READ_SIZE = 65536
@@ -286,3 +287,50 @@ def run_session(connection, client, envelope, content, options, *,
             return events
         else:
             events.append(event)
+
+
+# --- connection cache (reuse.py) -------------------------------------------------------
+
+def probe(connection, client):
+    """RSET probe of a connection taken from the cache (security rule 14); True when good.
+
+    ``client`` is a Client.resume() core.  On success the core's Ready event
+    is still queued, so run_session() starts the transaction as on a new
+    session; on failure the caller closes the connection.
+    """
+    client.rset()
+    deadline = _Deadline(client)
+    while True:
+        event = client.next_event()
+        if event is NEED_DATA:
+            try:
+                _io(connection, client, deadline)
+            except OSError:
+                return False
+        elif isinstance(event, RsetReply):
+            return event.ok
+        elif isinstance(event, Closed) or event is PAUSED:
+            return False
+
+
+def quit_session(connection, client):
+    """End an idle session (READY, run_session(quit_after=False) returned) with QUIT."""
+    client.quit()
+    deadline = _Deadline(client)
+    while True:
+        event = client.next_event()
+        if event is NEED_DATA:
+            try:
+                _io(connection, client, deadline)
+            except OSError:
+                connection.close()
+                return
+        elif isinstance(event, Closed) or event is PAUSED:
+            out = client.data_to_send()
+            if out:
+                try:
+                    connection.write(out, time.monotonic() + 5)
+                except (OSError, TimeoutError):
+                    pass
+            connection.close()
+            return

@@ -5,7 +5,8 @@ Outcome.  Reads (smtp_* or the lmtp_* mirrors): smtp_connect_timeout,
 smtp_bind_address, smtp_bind_address6, tcp_windowsize, smtp_mx_session_limit,
 smtp_pix_workaround_maps, smtp_discard_ehlo_keyword_address_maps, relayhost,
 best_mx_transport, soft_bounce, delay_logging_resolution_limit, and what
-destination.py, resolve.py, protocol.py, content.py and driver.py read.
+destination.py, resolve.py, protocol.py, content.py, driver.py and reuse.py
+read.
 
 postfix-behaviour.md §1.1: the sites are the next-hops, then the fallback
 relays; each site is resolved to an ordered list of server addresses; each
@@ -15,6 +16,11 @@ counts completed handshakes.  The last address of the last site (or of a
 site that must be final: this host is one of its MX hosts) is the final
 server, where soft failures defer instead of waiting for the next server.
 What failures mean for each recipient is decided in trouble.py.
+
+Connection caching lives in reuse.py; the engine only calls it at the
+places marked "connection cache": cached sessions before new connections,
+and "save instead of QUIT" after each session.  Without caching
+(RequestCache.active false) every hook is a no-op.
 
 ``on_result(result)`` is called the moment a recipient's fate is known, so
 the queue can mark it done before the next reply is acted on (security
@@ -28,7 +34,7 @@ import time
 
 from .. import maps
 from ..config.registry import protocol_name
-from . import commands, destination, driver, resolve
+from . import commands, destination, driver, resolve, reuse
 from .content import ContentFilter
 from .events import EndOfDataReply, SessionFailed, TransactionDone
 from .protocol import Client, Settings
@@ -79,6 +85,7 @@ class _Delivery:
             config.expand(self.param("smtp_discard_ehlo_keyword_address_maps")))
         self.ready_at = {}            # recipient index -> when its session was ready for MAIL
         self.logged = set()
+        self.cache = reuse.RequestCache(config, request, protocol)
 
     def param(self, name):
         return protocol_name(name, self.protocol)
@@ -166,22 +173,36 @@ class _Delivery:
         session_limit = self.get("smtp_mx_session_limit")
         sessions = 0
         site_final = site.is_last or resolution.final
-        addresses = resolution.addresses
+        # --- connection cache: cached sessions first; their addresses leave the list -----
+        addresses = self.cache.begin_site(site, resolution)
+
+        def settings_for(address, best_mx):
+            return self._server_settings(site, resolution, address, best_mx)
+
+        for cached in self.cache.reuse_sessions(site, resolution, addresses, settings_for):
+            sessions += 1
+            self._session(site, resolution, cached.address, cached.sock, cached=cached,
+                          final=lambda done: site_final and (not addresses or bool(
+                              session_limit and sessions >= session_limit)))
+            if self.trouble.finished or (session_limit and sessions >= session_limit):
+                return
+        # --- end of connection cache -------------------------------------------------------
         for position, address in enumerate(addresses):
             if self.trouble.finished:
                 return
             last_address = position == len(addresses) - 1
+            cached = self.cache.reuse_address(address, resolution, settings_for)  # connection cache
             try:
-                sock = driver.connect(address, self.get("smtp_connect_timeout"),
-                                      self.get("smtp_bind_address"), self.get("smtp_bind_address6"),
-                                      self.config.get("tcp_windowsize"))
+                sock = cached.sock if cached else driver.connect(
+                    address, self.get("smtp_connect_timeout"), self.get("smtp_bind_address"),
+                    self.get("smtp_bind_address6"), self.config.get("tcp_windowsize"))
             except driver.ConnectError as error:
                 log.info("%s", error.status.text)
                 self.trouble.site_failed(error.status)
                 if site_final and last_address:
                     self.trouble.fail_all(error.status, "none", final_server=True, suspend=True)
                 continue
-            handshake_done = self._session(site, resolution, address, sock,
+            handshake_done = self._session(site, resolution, address, sock, cached=cached,
                                            final=lambda done: site_final and (
                                                last_address or (done and session_limit and
                                                                 sessions + 1 >= session_limit)))
@@ -203,10 +224,11 @@ class _Delivery:
                                  envid=request.envid, ret=request.ret, smtputf8=request.smtputf8,
                                  smtputf8_required=needs_utf8, xforward=request.client or None)
 
-    def _server_settings(self, site, resolution, address):
+    def _server_settings(self, site, resolution, address, best_mx=None):
+        if best_mx is None:
+            best_mx = address.preference == resolution.best_preference
         session = dict(peer=f"{address.name}[{address.address}]", nexthop=site.domain or site.text,
-                       loop_detection=site.loop_detection,
-                       best_mx=address.preference == resolution.best_preference)
+                       loop_detection=site.loop_detection, best_mx=best_mx)
         pix = self.pix_maps.lookup(address.address) if self.pix_maps.tables else None
         if pix is not None:
             session["pix_workarounds"] = tuple(w.lower() for w in pix.replace(",", " ").split())
@@ -215,11 +237,18 @@ class _Delivery:
             session["discard_ehlo_keywords"] = tuple(discard.replace(",", " ").split())
         return Settings.from_config(self.config, self.protocol, **session)
 
-    def _session(self, site, resolution, address, sock, final):
-        """Run one session; returns True when its handshake succeeded (a session counts)."""
+    def _session(self, site, resolution, address, sock, final, cached=None):
+        """Run one session; returns True when its handshake succeeded (a session counts).
+
+        ``cached`` is a reuse.CachedSession: its core is already past the handshake.
+        """
         pending = self.trouble.pending()
         relay = address.endpoint
-        client = Client(self._server_settings(site, resolution, address))
+        if cached is not None:
+            client, opened, best_mx = cached.client, cached.opened, cached.best_mx
+        else:
+            client, opened = Client(self._server_settings(site, resolution, address)), time.time()
+            best_mx = address.preference == resolution.best_preference
         connection = driver.Connection(sock)
         ready = []
 
@@ -237,7 +266,10 @@ class _Delivery:
         content = self.content if self.content is not None else self.request.open_content()
         try:
             events = driver.run_session(connection, client, self._envelope(pending), content, options,
-                                        on_ready=on_ready, on_end_of_data=on_end_of_data)
+                                        on_ready=on_ready, on_end_of_data=on_end_of_data,
+                                        quit_after=not self.cache.keep_open())
+            # connection cache: save the session instead of QUIT (a no-op without caching)
+            self.cache.session_done(connection, client, address, opened, best_mx, site)
         finally:
             connection.close()
             if content is not self.content:

@@ -1,0 +1,397 @@
+"""Connection caching, client side: Postfix's smtp_reuse.c and the cache policy of smtp_connect.c.
+
+Exports RequestCache (one per delivery request: the engine's ``self.cache``),
+CachedSession, endpoint_label(), destination_label(), encode_endpoint() and
+decode_endpoint().  Reads (smtp_* names, or their lmtp_* mirrors):
+smtp_sasl_auth_enable, smtp_connection_cache_on_demand, smtp_connection_cache_destinations,
+smtp_connection_cache_time_limit, smtp_connection_reuse_time_limit,
+smtp_helo_name, smtp_bind_address, smtp_bind_address6; and queue_directory,
+connection_cache_protocol_timeout.  The service is postclient.scache.
+
+Policy (postfix-behaviour.md §4), decided once per request at the first
+next-hop, if it has addresses (as smtp_cache_policy()):
+  - the next-hop's bare name (host without [] or :port; the socket path for
+    unix: LMTP) matches smtp_connection_cache_destinations: load and store;
+  - else, with smtp_connection_cache_on_demand = yes, the queue manager's
+    flags: ``request.use_cached_connection`` loads (take a cached connection
+    before connecting) and ``request.store_connection`` stores (keep the
+    connection after the transaction instead of QUIT).  The queue manager
+    sets both while a destination has a backlog; it may send the last
+    request of a backlog with "use" but not "store", so that the connection
+    ends with QUIT instead of idling in the cache;
+  - else nothing: sessions end with QUIT exactly as without a cache.
+smtp_connection_cache_destinations entries are names (case-insensitive),
+``!name`` (no caching; the first matching entry wins) and ``type:table``
+lookup tables (a match is any value found for the name).
+Fallback relays use the endpoint cache with the flags of the first
+next-hop, never the destination label.
+
+Labels.  A cached connection is only ever reused by a session that would
+have sent exactly the same thing to the same server:
+  endpoint     ``smtp:[192.0.2.1]:25`` / ``lmtp:unix:/path`` + identity
+  destination  ``smtp:example.com:25`` / ``smtp:[mx.example.com]:25`` + identity
+  identity     ``|service=NAME|helo=NAME``, plus ``|bind=ADDRESSES`` when
+               smtp_bind_address or smtp_bind_address6 is set
+where service is the master.cf service name (its -o overrides may change
+anything).  TLS and SASL sessions are never cached: the core marks STARTTLS
+sessions unreusable, and with smtp_sasl_auth_enable = yes nothing is cached
+at all.  When they are, their identity (TLS policy, SASL login) must be
+appended to both labels (security rule 14).
+
+Lookup (smtp_reuse_session()): by destination first (first next-hop only;
+unlike Postfix, "load" alone is enough, it needs no "store"), then by
+endpoint for each best-preference address, then, while walking the
+remaining addresses, by endpoint before connecting to each backup address.
+An address served from the cache leaves the list, and the addresses already
+served from the cache in this request are dropped from later sites.  A
+cached connection is checked before use: its properties must decode, its
+socket must be a connected stream socket to the address they name, it must
+be younger than smtp_connection_reuse_time_limit, and it must answer RSET
+with 2xx (driver.probe()); anything else closes it and the walk goes on
+(a new connection).
+
+Saving (smtp_save_session()): after the transaction, a session that is
+still ``client.reusable`` (no QUIT, protocol error, garbage, I/O error,
+STARTTLS, refused RSET) and younger than smtp_connection_reuse_time_limit is
+passed to scache under its endpoint label - and, for the first good session
+of a request at the first next-hop, under the destination label - with TTL
+smtp_connection_cache_time_limit.  Otherwise, or when the cache refuses it,
+it ends with QUIT.  The endpoint properties carry what a later process
+needs to resume: the core's capabilities, the server's name, address, port
+and family, and the time the connection was first opened.
+"""
+
+import dataclasses
+import ipaddress
+import json
+import logging
+import socket
+import time
+
+from .. import maps
+from ..config.registry import protocol_name
+from ..scache.client import shared_client
+from . import driver
+from .protocol import Client, State
+from .resolve import ServerAddress
+
+log = logging.getLogger("postclient.smtp")
+
+PROPERTIES_VERSION = 1
+
+
+@dataclasses.dataclass
+class CachedSession:
+    """A connection taken from the cache, probed, ready for run_session()."""
+
+    address: ServerAddress
+    sock: socket.socket
+    client: Client        # resumed; its Ready event is still queued
+    opened: float         # wall-clock time the connection was first opened
+    best_mx: bool
+
+
+# --- labels and properties -------------------------------------------------------------
+
+def endpoint_label(protocol, address, identity):
+    """``smtp:[192.0.2.1]:25|...``; ``lmtp:unix:/path|...`` for a UNIX-domain server."""
+    if address.family == socket.AF_UNIX:
+        return f"{protocol}:unix:{address.address}{identity}"
+    return f"{protocol}:[{address.address}]:{address.port}{identity}"
+
+
+def destination_label(protocol, site, identity):
+    """``smtp:example.com:25|...``; ``[host]`` when the next-hop skips MX lookups."""
+    if site.is_unix:
+        return f"{protocol}:unix:{site.unix_path}{identity}"
+    host = f"[{site.host}]" if site.bracketed else site.host
+    return f"{protocol}:{host}:{site.port}{identity}"
+
+
+def encode_endpoint(address, capabilities, opened):
+    return json.dumps({"version": PROPERTIES_VERSION, "name": address.name,
+                       "address": address.address, "port": address.port,
+                       "family": int(address.family), "opened": opened,
+                       "capabilities": capabilities.to_dict()}, separators=(",", ":"))
+
+
+def decode_endpoint(text):
+    """(ServerAddress with preference 0, capabilities dict, opened) or None when malformed."""
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("version") != PROPERTIES_VERSION:
+            return None
+        name, address, port = data["name"], data["address"], data["port"]
+        family, opened, capabilities = data["family"], data["opened"], data["capabilities"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not (isinstance(name, str) and isinstance(address, str) and isinstance(capabilities, dict)
+            and family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+            and isinstance(opened, (int, float)) and not isinstance(opened, bool)
+            and (port is None or (isinstance(port, int) and 0 < port < 65536))):
+        return None
+    if (family == socket.AF_UNIX) != (port is None):
+        return None
+    return ServerAddress(name, address, port, 0, socket.AddressFamily(family)), capabilities, opened
+
+
+def _encode_destination(best_mx):
+    return json.dumps({"version": PROPERTIES_VERSION, "best_mx": bool(best_mx)},
+                      separators=(",", ":"))
+
+
+def _decode_destination(text):
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("version") != PROPERTIES_VERSION:
+        return None
+    return bool(data.get("best_mx"))
+
+
+def _same_peer(sock, address):
+    """The descriptor is a connected stream socket to ``address`` (a cache is not trusted)."""
+    try:
+        if sock.type != socket.SOCK_STREAM or sock.family != address.family:
+            return False
+        peer = sock.getpeername()
+    except OSError:
+        return False
+    if address.family == socket.AF_UNIX:
+        return not peer or peer == address.address
+    try:
+        return (ipaddress.ip_address(peer[0]) == ipaddress.ip_address(address.address)
+                and peer[1] == address.port)
+    except ValueError:
+        return False
+
+
+_tables = {}     # smtp_connection_cache_destinations tables, opened once per process
+
+
+def _matches(patterns, name):
+    """Postfix string_list_match() for smtp_connection_cache_destinations (see the docstring)."""
+    folded = name.lower()
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        item = pattern[1:] if negate else pattern
+        kind = item.split(":", 1)[0]
+        if ":" in item and kind in maps.TABLE_TYPES:
+            try:
+                table = _tables.get(item)
+                if table is None:
+                    table = _tables[item] = maps.open_table(item)
+                found = table.lookup(folded) is not None
+            except Exception as error:      # a broken table disables caching, not delivery
+                log.warning("smtp_connection_cache_destinations: %s: %s", item, error)
+                found = False
+        else:
+            found = item.lower() == folded
+        if found:
+            return not negate
+    return False
+
+
+# --- one request --------------------------------------------------------------------------
+
+class RequestCache:
+    """The connection-cache side of one delivery request (the engine's hooks call this)."""
+
+    def __init__(self, config, request, protocol):
+        self.config = config
+        self.request = request
+        self.protocol = protocol
+        self.load = False
+        self.store = False
+        self.decided = False
+        self.dest_label = None      # for lookups: the first next-hop's label, while load
+        self.nexthop_label = None   # for saving: until the first good session (Postfix's nexthop state)
+        self.used = set()           # addresses served from the cache in this request
+        self._scache = None
+
+    def get(self, name):
+        return self.config.get(protocol_name(name, self.protocol))
+
+    @property
+    def active(self):
+        return self.load or self.store
+
+    # --- policy ---------------------------------------------------------------------------
+    def begin_site(self, site, resolution):
+        """The addresses to walk for this site (a copy); decides the policy at the first next-hop."""
+        addresses = list(resolution.addresses)
+        if not self.decided and site.index == 0 and addresses:
+            self.decided = True
+            self._decide(site)
+        if self.load and self.used:
+            addresses = [a for a in addresses if a.address not in self.used]
+        return addresses
+
+    def _decide(self, site):
+        if self.get("smtp_sasl_auth_enable"):
+            return      # until the SASL identity is part of the labels (security rule 14)
+        if _matches(self.get("smtp_connection_cache_destinations"), site.domain or ""):
+            self.load = self.store = True
+        elif self.get("smtp_connection_cache_on_demand"):
+            self.load = bool(self.request.use_cached_connection)
+            self.store = bool(self.request.store_connection)
+        if not self.active:
+            return
+        self._scache = shared_client(self.config.get("queue_directory"),
+                                     self.config.get("connection_cache_protocol_timeout"))
+        if self._scache.disabled:
+            self.load = self.store = False
+            return
+        label = destination_label(self.protocol, site, self._identity())
+        self.dest_label = label if self.load else None
+        self.nexthop_label = label if self.store else None
+
+    def _identity(self):
+        """What else a server would see differently: the service, the HELO name, the source."""
+        identity = f"|service={self.config.process_name}|helo={self.get('smtp_helo_name')}"
+        bind = ",".join(b for b in (self.get("smtp_bind_address"), self.get("smtp_bind_address6")) if b)
+        return identity + (f"|bind={bind}" if bind else "")
+
+    # --- lookups ----------------------------------------------------------------------------
+    def reuse_sessions(self, site, resolution, addresses, settings_for):
+        """Cached sessions to use before connecting (by destination, then best-preference
+        endpoints); each one's address is removed from ``addresses`` before it is yielded."""
+        if not self.load or not addresses:
+            return
+        if site.index == 0 and self.dest_label is not None:
+            cached = self._from_destination(resolution, settings_for)
+            if cached is not None:
+                _remove(addresses, cached.address.address)
+                yield cached
+        best = resolution.best_preference
+        for address in list(addresses):
+            if address.preference != best:
+                break
+            if self._scache.disabled:
+                return
+            cached = self._from_endpoint(address, True, settings_for)
+            if cached is not None:
+                _remove(addresses, address.address)
+                yield cached
+
+    def reuse_address(self, address, resolution, settings_for):
+        """A cached session for a backup (not best-preference) address, or None."""
+        if not self.load or address.preference == resolution.best_preference:
+            return None
+        return self._from_endpoint(address, False, settings_for)
+
+    def _from_destination(self, resolution, settings_for):
+        found = self._scache.find_dest(self.dest_label) if not self._scache.disabled else None
+        if found is None:
+            return None
+        fd, dest_properties, endp_properties = found
+        best_mx = _decode_destination(dest_properties)
+        return self._activate(fd, endp_properties, best_mx, settings_for, self.dest_label)
+
+    def _from_endpoint(self, address, best_mx, settings_for):
+        label = endpoint_label(self.protocol, address, self._identity())
+        found = self._scache.find_endp(label) if not self._scache.disabled else None
+        if found is None:
+            return None
+        fd, properties = found
+        return self._activate(fd, properties, best_mx, settings_for, label, address)
+
+    def _activate(self, fd, properties, best_mx, settings_for, label, expected=None):
+        """smtp_reuse_common(): check the connection and probe it with RSET.
+
+        ``expected`` is the address an endpoint lookup was for: the session then
+        goes by the name and preference this walk knows that server by.
+        """
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            _close(fd)
+            return None
+        decoded = decode_endpoint(properties)
+        if decoded is not None and expected is not None:
+            if (decoded[0].address, decoded[0].port) != (expected.address, expected.port):
+                decoded = None
+            else:
+                decoded = (expected,) + decoded[1:]
+        if decoded is None or best_mx is None:
+            log.warning("bad cached session attribute for %s", label)
+            sock.close()
+            return None
+        address, capabilities, opened = decoded
+        if not _same_peer(sock, address):
+            log.warning("cached connection for %s is not connected to %s", label, address.endpoint)
+            sock.close()
+            return None
+        if self._expired(opened):
+            sock.close()
+            return None
+        sock.setblocking(True)
+        try:
+            client = Client.resume(settings_for(address, best_mx), capabilities)
+        except (TypeError, ValueError, AttributeError):
+            log.warning("bad cached session attribute for %s", label)
+            sock.close()
+            return None
+        if not driver.probe(driver.Connection(sock), client):
+            sock.close()
+            return None
+        self.used.add(address.address)
+        return CachedSession(address, sock, client, opened, best_mx)
+
+    # --- saving -------------------------------------------------------------------------------
+    def keep_open(self):
+        """Should sessions stay open after their transaction (no QUIT after ".")?"""
+        return self.store
+
+    def session_done(self, connection, client, address, opened, best_mx, site):
+        """After run_session(): cache the session, or end it with QUIT if it is still open."""
+        if not self.active:
+            return
+        good = client.reusable
+        saved = False
+        if good and self.store and not self._expired(opened):
+            saved = self._save(connection, client, address, opened, best_mx, site)
+        if not saved and client.state == State.READY:
+            driver.quit_session(connection, client)
+        if good:
+            self.nexthop_label = None   # only the first good session is bound to the next-hop
+
+    def _save(self, connection, client, address, opened, best_mx, site):
+        if self._scache is None or self._scache.disabled:
+            return False
+        try:
+            fd = connection.sock.fileno()
+        except OSError:
+            return False
+        if fd < 0:
+            return False
+        ttl = self.get("smtp_connection_cache_time_limit")
+        label = endpoint_label(self.protocol, address, self._identity())
+        if not self._scache.save_endp(ttl, label, encode_endpoint(address, client.capabilities,
+                                                                  opened), fd):
+            return False
+        if self.nexthop_label is not None and site.index == 0:
+            self._scache.save_dest(ttl, self.nexthop_label, _encode_destination(best_mx), label)
+        return True
+
+    def _expired(self, opened):
+        return time.time() >= opened + self.get("smtp_connection_reuse_time_limit")
+
+
+def _remove(addresses, printable):
+    for index, address in enumerate(addresses):
+        if address.address == printable:
+            del addresses[index]
+            return
+
+
+def _close(fd):
+    try:
+        socket.close(fd)
+    except OSError:
+        pass
+
+
+__all__ = ["RequestCache", "CachedSession", "endpoint_label", "destination_label",
+           "encode_endpoint", "decode_endpoint"]

@@ -1,0 +1,331 @@
+"""Connection caching end to end: engine + reuse.py + a real scache process + an SMTP server.
+
+The scache service runs as a separate process: either the stand-in master
+of tests/scache_standin.py (run(context) in a subprocess that the test can
+kill), or, in the last tests, spawned by a real master together with the
+smtp service.  The receiving server counts TCP connections, messages, RSET
+probes and QUITs; it can hang up idle connections behind the client's back
+and refuse one recipient with a protocol-error code (501).
+"""
+
+import logging
+import os
+import socket
+import time
+
+import pytest
+
+from postclient.config.config import Config
+from postclient.queue import queuefile
+from postclient.smtp import agent_client, engine
+from postclient.smtp.request import DeliveryRequest, Recipient
+from tests.integration.master_harness import master_instance, wait_until  # noqa: F401
+from tests.integration.servers import _ThreadedServer
+from tests.scache_standin import ScacheProcess
+
+pytestmark = pytest.mark.integration
+
+CONTENT = b"Subject: reuse\r\n\r\nhello\r\n"
+
+
+class CountingServer(_ThreadedServer):
+    """A plain ESMTP server (no PIPELINING) that counts what the client does.
+
+    ``hangup_idle``: close a connection as soon as a message is done (the
+    client never learns until it uses it); ``bad_rcpt``: answer RCPT for this
+    address with 501 (a protocol-error code: that session must not be cached).
+    """
+
+    def __init__(self, hangup_idle=False, bad_rcpt=None):
+        super().__init__()
+        self.hangup_idle = hangup_idle
+        self.bad_rcpt = bad_rcpt
+        self.messages = 0
+        self.rsets = 0
+        self.quits = 0
+
+    def wait_quits(self, count, timeout=5.0):
+        """The number of QUITs seen, once it reaches ``count`` (the client does not wait
+        for the reply to QUIT: smtp_skip_quit_response)."""
+        deadline = time.monotonic() + timeout
+        while self.quits < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.quits
+
+    def lines(self, connection, record):
+        buffer = b""
+        while not self._stopping.is_set():
+            while b"\r\n" in buffer:
+                line, buffer = buffer.split(b"\r\n", 1)
+                yield line.decode("ascii", "replace")
+            try:
+                connection.settimeout(0.2)
+                data = connection.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                record.closed_at = time.monotonic()
+                return
+            record.received += data
+            buffer += data
+
+    def handle(self, connection, record):
+        connection.sendall(b"220 count.test ESMTP\r\n")
+        lines = self.lines(connection, record)
+        for line in lines:
+            verb = line.split(" ")[0].upper()
+            if verb == "EHLO":
+                connection.sendall(b"250-count.test\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n")
+            elif verb == "RCPT" and self.bad_rcpt and self.bad_rcpt in line:
+                connection.sendall(b"501 5.1.3 Bad recipient address syntax\r\n")
+            elif verb in ("MAIL", "RCPT", "NOOP", "HELO"):
+                connection.sendall(b"250 2.0.0 Ok\r\n")
+            elif verb == "RSET":
+                self.rsets += 1
+                connection.sendall(b"250 2.0.0 Ok\r\n")
+            elif verb == "DATA":
+                connection.sendall(b"354 go ahead\r\n")
+                for body_line in lines:
+                    if body_line == ".":
+                        break
+                self.messages += 1
+                connection.sendall(b"250 2.0.0 Ok: queued\r\n")
+                if self.hangup_idle:
+                    connection.shutdown(socket.SHUT_RDWR)
+                    return
+            elif verb == "QUIT":
+                self.quits += 1
+                connection.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            else:
+                connection.sendall(b"502 5.5.2 Error: command not recognized\r\n")
+
+
+@pytest.fixture
+def servers():
+    started = []
+
+    def start(**options):
+        server = CountingServer(**options).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def queue_dir(tmp_path):
+    assert len(f"{tmp_path}/q/private/scache") < 108     # the UNIX socket path limit
+    return tmp_path
+
+
+def write_config(directory, **settings):
+    values = {"queue_directory": f"{directory}/q", "myhostname": "client.postclient.test",
+              "smtp_connect_timeout": "5s", "smtp_helo_timeout": "5s", "smtp_rset_timeout": "5s",
+              "smtp_quit_timeout": "5s", "connection_cache_protocol_timeout": "2s"}
+    values.update(settings)
+    with open(os.path.join(directory, "main.cf"), "w") as main_cf:
+        for name, value in values.items():
+            main_cf.write(f"{name} = {value}\n")
+    return directory
+
+
+@pytest.fixture
+def scache_process():
+    started = []
+
+    def start(config_dir):
+        process = ScacheProcess(config_dir)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+def deliver(config_dir, server, recipients=("a@example.com",), cached=True, queue_id="Q1"):
+    config = Config.load(str(config_dir), process_name="smtp")
+    request = DeliveryRequest(queue_id=queue_id, nexthop=server.nexthop, sender="s@example.com",
+                              recipients=[Recipient(r) for r in recipients], content=CONTENT,
+                              use_cached_connection=cached, store_connection=cached)
+    return engine.deliver(config, request)
+
+
+def statuses(outcome):
+    return [result.status for result in outcome.results]
+
+
+def test_caching_serves_many_deliveries_over_few_connections(queue_dir, servers, scache_process):
+    config_dir = write_config(queue_dir)
+    scache = scache_process(config_dir)
+    server = servers()
+    for n in range(10):
+        assert statuses(deliver(config_dir, server, queue_id=f"Q{n}")) == ["sent"]
+    assert server.messages == 10
+    assert len(server.connections) == 1
+    assert server.rsets == 9              # every reuse was probed first
+    assert server.quits == 0
+    # The cache owns the idle connection until its TTL; then it is simply closed.
+    wait_until(lambda: server.connections[0].closed_at is not None, 5,
+               what="the cached connection to expire")
+    assert scache.stop() == 0
+
+
+def test_without_caching_every_message_has_its_own_connection(queue_dir, servers, scache_process):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    server = servers()
+    for n in range(5):
+        assert statuses(deliver(config_dir, server, cached=False, queue_id=f"Q{n}")) == ["sent"]
+    assert server.messages == 5
+    assert len(server.connections) == 5
+    assert server.wait_quits(5) == 5 and server.rsets == 0
+
+
+def test_on_demand_no_ignores_the_flags_and_destinations_force_caching(queue_dir, servers,
+                                                                       scache_process):
+    config_dir = write_config(queue_dir, smtp_connection_cache_on_demand="no")
+    scache_process(config_dir)
+    server = servers()
+    for n in range(3):
+        deliver(config_dir, server, cached=True)
+    assert len(server.connections) == 3
+    write_config(queue_dir, smtp_connection_cache_on_demand="no",
+                 smtp_connection_cache_destinations="other.example, 127.0.0.1")
+    for n in range(3):
+        assert statuses(deliver(config_dir, server, cached=False)) == ["sent"]
+    assert len(server.connections) == 4 and server.messages == 6
+
+
+def test_a_connection_the_server_closed_is_caught_by_the_probe(queue_dir, servers,
+                                                              scache_process):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    server = servers(hangup_idle=True)
+    for n in range(3):
+        assert statuses(deliver(config_dir, server, queue_id=f"Q{n}")) == ["sent"]
+    assert server.messages == 3
+    assert len(server.connections) == 3
+    assert server.rsets == 0               # the dead connections never got that far
+
+
+def test_a_session_with_a_protocol_error_is_not_cached(queue_dir, servers, scache_process):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    server = servers(bad_rcpt="bad@example.com")
+    outcome = deliver(config_dir, server, recipients=("a@example.com", "bad@example.com"))
+    assert statuses(outcome) == ["sent", "bounced"]
+    assert server.wait_quits(1) == 1       # ended with QUIT, not cached
+    assert statuses(deliver(config_dir, server)) == ["sent"]
+    assert len(server.connections) == 2
+    assert statuses(deliver(config_dir, server)) == ["sent"]
+    assert len(server.connections) == 2    # the clean second session was cached
+
+
+def test_reuse_time_limit_is_honoured(queue_dir, servers, scache_process):
+    config_dir = write_config(queue_dir, smtp_connection_reuse_time_limit="1s",
+                              smtp_connection_cache_time_limit="2s",
+                              connection_cache_ttl_limit="2s")
+    scache_process(config_dir)
+    server = servers()
+    deliver(config_dir, server)
+    deliver(config_dir, server)
+    assert len(server.connections) == 1
+    time.sleep(1.1)        # older than the reuse limit, still within the cache's TTL
+    assert statuses(deliver(config_dir, server)) == ["sent"]
+    assert len(server.connections) == 2
+    assert server.messages == 3
+    wait_until(lambda: server.connections[0].closed_at is not None, 2,
+               what="the expired connection to be closed")
+
+
+def test_killing_the_cache_loses_no_message(queue_dir, servers, scache_process, caplog):
+    caplog.set_level(logging.INFO, logger="postclient")
+    config_dir = write_config(queue_dir)
+    scache = scache_process(config_dir)
+    server = servers()
+    results = []
+    for n in range(3):
+        results += statuses(deliver(config_dir, server, queue_id=f"Q{n}"))
+    assert len(server.connections) == 1
+    scache.kill()
+    for n in range(3, 8):
+        results += statuses(deliver(config_dir, server, queue_id=f"Q{n}"))
+    assert results == ["sent"] * 8
+    assert server.messages == 8
+    disabling = [r for r in caplog.records if r.getMessage() == "disabling connection caching"]
+    assert len(disabling) == 1 and disabling[0].levelname == "WARNING"
+    # Without the cache each later message has its own connection, ended with QUIT.
+    assert len(server.connections) == 1 + 5
+    assert server.wait_quits(5) >= 5
+
+
+# --- with a real master: the smtp service and scache as the master runs them ------------
+
+MASTER_CF = ["smtp unix - - n - 2 smtp", "scache unix - - n - 1 scache"]
+MASTER_MAIN_CF = ("myhostname = client.postclient.test\nsmtp_helo_timeout = 5s\n"
+                  "smtp_rset_timeout = 5s\nconnection_cache_protocol_timeout = 2s\n")
+
+
+def enqueue(master, count):
+    active = os.path.join(master.queue_directory, "active")
+    os.makedirs(active, exist_ok=True)
+    for name in ("bounce", "defer", "trace"):
+        os.makedirs(os.path.join(master.queue_directory, name), exist_ok=True)
+    queued = []
+    for n in range(count):
+        path = queuefile.write_queue_file(active, f"R{n:04d}", sender="s@example.com",
+                                          recipients=[Recipient(f"r{n}@example.com")],
+                                          content=CONTENT, arrival_time=time.time())
+        queued.append(queuefile.read_queue_file(path))
+    return queued
+
+
+def request(master, queued, server, cached):
+    return agent_client.deliver_request(
+        master.socket_path("smtp"), "active", queued.queue_id, server.nexthop,
+        [r.offset for r in queued.recipients], timeout=30,
+        use_cached_connection=cached, store_connection=cached)
+
+
+def test_with_a_master_caching_serves_many_requests_over_few_connections(master_instance,
+                                                                         servers):
+    master = master_instance(MASTER_CF, MASTER_MAIN_CF)
+    cached_server, plain_server = servers(), servers()
+    queued = enqueue(master, 16)
+    for item in queued[:10]:
+        reply = request(master, item, cached_server, cached=True)
+        assert [r["status"] for r in reply["results"]] == ["sent"]
+    for item in queued[10:]:
+        request(master, item, plain_server, cached=False)
+    assert cached_server.messages == 10 and plain_server.messages == 6
+    assert len(cached_server.connections) <= 2          # at most one per smtp process
+    assert len(plain_server.connections) == 6
+    assert master.children("scache")                     # spawned by the master, on demand
+    master.stop()
+    assert master.log_lines(r"pctest/scache\[\d+\]: statistics: domain lookup hits=\d+")
+    assert master.log_lines(r"pctest/scache\[\d+\]: statistics: max simultaneous domains=1 ")
+
+
+def test_with_a_master_killing_scache_loses_nothing(master_instance, servers):
+    master = master_instance(MASTER_CF, MASTER_MAIN_CF)
+    server = servers()
+    queued = enqueue(master, 8)
+    sent = []
+    for item in queued[:4]:
+        sent += [r["status"] for r in request(master, item, server, cached=True)["results"]]
+    (scache_pid,) = master.children("scache")
+    os.kill(scache_pid, 9)
+    for item in queued[4:]:
+        sent += [r["status"] for r in request(master, item, server, cached=True)["results"]]
+    assert sent == ["sent"] * 8 and server.messages == 8
+    for item in queued:
+        assert all(r.done for r in queuefile.read_queue_file(
+            os.path.join(master.queue_directory, "active", item.queue_id)).recipients)
+    # The master started a new scache on demand, and caching went on with it.
+    wait_until(lambda: master.children("scache") and master.children("scache") != [scache_pid],
+               5, what="a new scache process")
+    assert len(server.connections) <= 4
