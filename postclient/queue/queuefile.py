@@ -1,8 +1,8 @@
 """Queue files: one file per message, complete or absent, recipients marked done in place.
 
 Exports write_queue_file(), read_queue_file(), mark_done(), open_content(),
-QueueFile, QueuedRecipient, CorruptQueueFile and the status bytes PENDING and
-DONE.  The format is documented in docs/queue-format.md.
+move_to_corrupt(), QueueFile, QueuedRecipient, CorruptQueueFile and the
+status bytes PENDING and DONE.  The format is documented in docs/queue-format.md.
 
 Layout: the magic line ``PCQ1\\n``, then records ``<type><length>:<payload>\\n``
 (type one ASCII letter, length in decimal).  Envelope records come first,
@@ -19,6 +19,7 @@ crashes afterwards.
 """
 
 import dataclasses
+import logging
 import os
 
 MAGIC = b"PCQ1\n"
@@ -257,3 +258,25 @@ def mark_done(path, offset):
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def move_to_corrupt(queue_directory, path, reason):
+    """Move a file that failed validation to corrupt/ and log why; never raises.
+
+    The queue must go on: a bad file is set aside for the operator, not
+    retried and not allowed to stop anything (security rule 15).
+    """
+    queue_id = os.path.basename(path)
+    target = os.path.join(queue_directory, "corrupt", queue_id)
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.rename(path, target)
+        _fsync_directory(os.path.dirname(target))
+    except OSError as error:
+        logging.getLogger("postclient.queue").warning(
+            "%s: corrupt queue file (%s); cannot move it to corrupt/: %s",
+            queue_id, reason, error.strerror or error)
+        return False
+    logging.getLogger("postclient.queue").warning(
+        "%s: corrupt queue file (%s); moved to corrupt/", queue_id, reason)
+    return True

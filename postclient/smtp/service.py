@@ -6,7 +6,8 @@ protocol is documented in docs/protocols.md; postclient.smtp.agent_client is
 its client side.  Reads everything the delivery engine reads, plus
 queue_directory and ipc_timeout.
 
-For each request: open and validate the queue file, deliver the recipients
+For each request: open and validate the queue file (a file that fails
+validation is moved to corrupt/ with a log line), deliver the recipients
 it names with the engine, and as soon as a recipient's fate is known:
   - sent: mark it done in the queue file (fsync) - and, when the sender asked
     for NOTIFY=SUCCESS, append a trace record first;
@@ -79,6 +80,7 @@ def handle_request(attributes, context):
         except FileNotFoundError:
             raise RequestError(f"queue file {path} does not exist") from None
         except queuefile.CorruptQueueFile as error:
+            queuefile.move_to_corrupt(queue_directory, path, str(error))
             raise RequestError(f"corrupt queue file {path}: {error}", corrupt=True) from None
         nexthop = attributes.get("nexthop")
         if not isinstance(nexthop, str) or not nexthop:

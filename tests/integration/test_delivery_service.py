@@ -113,7 +113,8 @@ def test_done_recipients_are_never_sent_again(queue, smtp_sink):
     assert len(rcpts) == 1 and "two@example.com" in rcpts[0]
 
 
-def test_corrupt_and_missing_queue_files_and_bad_offsets(queue):
+def test_corrupt_and_missing_queue_files_and_bad_offsets(queue, caplog):
+    caplog.set_level("WARNING", logger="postclient")
     queued = enqueue(queue, [Recipient("one@example.com")])
     path, thread = serve_once(queue)
     sock_path = path
@@ -131,6 +132,10 @@ def test_corrupt_and_missing_queue_files_and_bad_offsets(queue):
                                          timeout=10)
     thread.join(10)
     assert reply["status"] == "corrupt" and "QID1" in reply["reason"]
+    assert not os.path.exists(queued.path)
+    assert os.path.exists(queue / "corrupt" / "QID1")
+    assert any(r.getMessage().startswith("QID1: corrupt queue file (") and
+               r.getMessage().endswith("moved to corrupt/") for r in caplog.records)
 
     os.unlink(path)
     path, thread = serve_once(queue)
