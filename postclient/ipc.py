@@ -1,7 +1,7 @@
 """Internal protocol framing: small attribute lists over UNIX stream sockets.
 
 Exports send_message(), receive_message(), announce(), expect_protocol(),
-connect_unix(), IpcError, IpcClosed, MAX_MESSAGE and MAX_FDS.  Reads nothing
+connect_unix(), close_fds(), IpcError, IpcClosed, MAX_MESSAGE and MAX_FDS.  Reads nothing
 itself: callers pass deadlines built from ipc_timeout or
 connection_cache_protocol_timeout.
 
@@ -72,22 +72,18 @@ def _receive_exactly(sock, size, deadline, want_fds):
                 data, new_fds, flags, _ = socket.recv_fds(sock, size - got, MAX_FDS)
                 fds.extend(new_fds)
                 if flags & socket.MSG_CTRUNC:
-                    for fd in fds:
-                        _close_fd(fd)
+                    close_fds(fds)
                     raise IpcError("too many file descriptors in one message")
             else:
                 data = sock.recv(size - got)
         except socket.timeout:
-            for fd in fds:
-                _close_fd(fd)
+            close_fds(fds)
             raise IpcError("timeout") from None
         except OSError as error:
-            for fd in fds:
-                _close_fd(fd)
+            close_fds(fds)
             raise IpcError(f"read error: {error.strerror or error}") from None
         if not data:
-            for fd in fds:
-                _close_fd(fd)
+            close_fds(fds)
             if got:
                 raise IpcError("lost connection in the middle of a message")
             raise IpcClosed("connection closed")
@@ -96,11 +92,13 @@ def _receive_exactly(sock, size, deadline, want_fds):
     return b"".join(chunks), fds
 
 
-def _close_fd(fd):
-    try:
-        socket.close(fd)
-    except OSError:
-        pass
+def close_fds(fds):
+    """Close received descriptors that nobody will use; errors are ignored."""
+    for fd in fds:
+        try:
+            socket.close(fd)
+        except OSError:
+            pass
 
 
 def receive_message(sock, deadline, want_fds=False):
@@ -111,8 +109,7 @@ def receive_message(sock, deadline, want_fds=False):
     header, fds = _receive_exactly(sock, _HEADER.size, deadline, want_fds)
     (length,) = _HEADER.unpack(header)
     if length > MAX_MESSAGE:
-        for fd in fds:
-            _close_fd(fd)
+        close_fds(fds)
         raise IpcError(f"message of {length} bytes exceeds the {MAX_MESSAGE}-byte limit")
     try:
         payload, _ = _receive_exactly(sock, length, deadline, False)
@@ -121,12 +118,10 @@ def receive_message(sock, deadline, want_fds=False):
     try:
         attributes = json.loads(payload.decode("utf-8", "surrogateescape"))
     except ValueError:
-        for fd in fds:
-            _close_fd(fd)
+        close_fds(fds)
         raise IpcError("malformed message (not a JSON object)") from None
     if not isinstance(attributes, dict):
-        for fd in fds:
-            _close_fd(fd)
+        close_fds(fds)
         raise IpcError("malformed message (not an attribute list)")
     return (attributes, fds) if want_fds else attributes
 
@@ -157,4 +152,4 @@ def connect_unix(path, deadline):
 
 
 __all__ = ["send_message", "receive_message", "announce", "expect_protocol", "connect_unix",
-           "IpcError", "IpcClosed", "MAX_MESSAGE", "MAX_FDS"]
+           "close_fds", "IpcError", "IpcClosed", "MAX_MESSAGE", "MAX_FDS"]

@@ -42,14 +42,6 @@ class _Failure(Exception):
     """The service did not answer sensibly (an ipc.IpcError or a protocol violation)."""
 
 
-def _close_fds(fds):
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 class ScacheClient:
     """save_endp / find_endp / save_dest / find_dest over one UNIX socket."""
 
@@ -160,12 +152,12 @@ class ScacheClient:
         status = attributes.get("status")
         if status == STATUS_OK and want_fd:
             if len(received) != 1:
-                _close_fds(received)
+                ipc.close_fds(received)
                 raise _Failure(f"{request['request']}: expected one file descriptor, "
                                f"got {len(received)}")
             return attributes, received[0]
         if received:
-            _close_fds(received)
+            ipc.close_fds(received)
             raise _Failure(f"{request['request']}: unexpected file descriptor in the reply")
         if status == STATUS_BAD:
             log.warning("%s: %s request refused: %s", self.path, request["request"],

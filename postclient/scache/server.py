@@ -112,14 +112,6 @@ class _BadRequest(Exception):
     """A well-framed request with wrong attributes: answered with STATUS_BAD."""
 
 
-def _close_fds(fds):
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 class _Client:
     """One connected client: a request being read, or a reply being written."""
 
@@ -144,7 +136,7 @@ class _Client:
         return bool(self.header)
 
     def release(self):
-        _close_fds(self.fds + self.out_fds)
+        ipc.close_fds(self.fds + self.out_fds)
         self.fds, self.out_fds = [], []
         try:
             self.sock.close()
@@ -373,18 +365,18 @@ class Server:
         except ValueError:
             request = None
         if not isinstance(request, dict):
-            _close_fds(fds)
+            ipc.close_fds(fds)
             self._disconnect(client, "malformed request (not an attribute list)")
             return
         kind = request.get("request")
         if kind == WAKEUP:
-            _close_fds(fds)
+            ipc.close_fds(fds)
             self._drop(client)
             return
         try:
             reply, out_fds = self._handle(kind, request, fds)
         except _BadRequest as error:
-            _close_fds(fds)
+            ipc.close_fds(fds)
             log.warning("scache client %d: %s: bad or missing request parameter: %s",
                         client.number, kind if isinstance(kind, str) else "request", error)
             reply, out_fds = {"status": STATUS_BAD, "reason": str(error)}, []
@@ -487,7 +479,7 @@ class Server:
             try:
                 if client.out_fds:
                     sent = socket.send_fds(client.sock, [bytes(client.out)], client.out_fds)
-                    _close_fds(client.out_fds)      # the client has its own copies now
+                    ipc.close_fds(client.out_fds)      # the client has its own copies now
                     client.out_fds = []
                 else:
                     sent = client.sock.send(client.out)

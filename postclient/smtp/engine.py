@@ -36,7 +36,7 @@ from .. import maps
 from ..config.registry import protocol_name
 from . import commands, destination, driver, resolve, reuse
 from .content import ContentFilter
-from .events import EndOfDataReply, SessionFailed, TransactionDone
+from .events import SessionFailed, TransactionDone
 from .protocol import Client, Settings
 from .request import Status
 from .trouble import Trouble

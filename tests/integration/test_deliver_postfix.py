@@ -143,7 +143,7 @@ def test_accepted_mail_arrives_at_the_sink_behind_smtpd(postfix, config_dir):
     assert dump.mail_args.startswith("<sender@client.test>")
     assert f"Subject: plain delivery {marker}\n" in dump.content
     assert dump.content.endswith("\nfirst line\n\nlast line\n\n")    # smtp-sink adds a blank line
-    assert f"from postclient.test (unknown [127.0.0.1])" in dump.content
+    assert "from postclient.test (unknown [127.0.0.1])" in dump.content
 
 
 def test_null_sender_is_accepted(postfix, config_dir):
