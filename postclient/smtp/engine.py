@@ -259,7 +259,7 @@ class _Delivery:
             return True
 
         def on_end_of_data(event):
-            self._apply(pending, event.outcomes, relay, final(True))
+            self._apply(pending, event.outcomes, relay, final(True), client.capabilities.dsn)
 
         options = driver.SessionOptions.from_config(self.config, self.protocol,
                                                     time.time() - self.request.arrival_time)
@@ -282,16 +282,19 @@ class _Delivery:
                 self.trouble.fail([i for i in pending], _status(failure), relay,
                                   final(bool(ready)), suspend=failure.suspends_destination)
             elif isinstance(event, TransactionDone):
-                self._apply(pending, event.result.outcomes, relay, final(True))
+                self._apply(pending, event.result.outcomes, relay, final(True), client.capabilities.dsn)
         return bool(ready)
 
-    def _apply(self, pending, outcomes, relay, final_server):
+    def _apply(self, pending, outcomes, relay, final_server, server_dsn=False):
+        """Results of one transaction; ``server_dsn``: the server announced DSN, so
+        success notices are its job (postfix-behaviour.md §8)."""
         for outcome in outcomes:
             index = pending[outcome.index]
             if index in self.trouble.results:
                 continue
             if outcome.delivered:
                 self.trouble.sent(index, relay, outcome.reply.text, outcome.reply.dsn)
+                self.trouble.results[index].server_dsn = server_dsn
             elif outcome.failure is not None:
                 failure = outcome.failure
                 self.trouble.fail([index], _status(failure), relay, final_server,

@@ -73,6 +73,7 @@ class RecipientResult:
     relay: str              # host[addr]:port, or "none"
     text: str
     reply: str = ""         # the server's reply, for the DSN Diagnostic-Code
+    server_dsn: bool = False  # sent to a server that announced DSN (it sends success notices)
 
     def as_json(self):
         return {"recipient": self.recipient.address, "status": self.status, "dsn": self.dsn,

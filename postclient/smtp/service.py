@@ -10,7 +10,8 @@ For each request: open and validate the queue file (a file that fails
 validation is moved to corrupt/ with a log line), deliver the recipients
 it names with the engine, and as soon as a recipient's fate is known:
   - sent: mark it done in the queue file (fsync) - and, when the sender asked
-    for NOTIFY=SUCCESS, append a trace record first;
+    for NOTIFY=SUCCESS and the server did not announce DSN (so the success
+    notice is ours to send), append a trace record first;
   - bounced: append a bounce record (fsync), then mark it done;
   - deferred: append a defer record (fsync); it stays pending.
 That order means a crash at any point loses no notice and never re-sends a
@@ -109,7 +110,11 @@ def handle_request(attributes, context):
             notify=recipient.notify, offset=recipient.offset, status=result.status, dsn=result.dsn,
             relay=result.relay, reply=result.reply, text=result.text, time=time.time())
         if result.status == "sent":
-            if "SUCCESS" in recipient.notify.upper():
+            if "SUCCESS" in recipient.notify.upper() and not result.server_dsn:
+                # A success notice is ours to send (§8): "relayed", or for LMTP
+                # with lmtp_assume_final "delivered".
+                if protocol == "lmtp" and context.config.get("lmtp_assume_final"):
+                    status.status = "delivered"
                 statuslog.append_status(queue_directory, "trace", queued.queue_id, status)
             queuefile.mark_done(path, recipient.offset)
         elif result.status == "bounced":

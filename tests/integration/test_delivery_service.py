@@ -92,11 +92,27 @@ def test_sent_bounced_and_deferred_update_queue_file_and_logs(queue, recording_s
     assert bounce[0].relay == f"127.0.0.1[127.0.0.1]:{server.nexthop.rsplit(':', 1)[1]}"
     assert [(r.recipient, r.dsn, r.offset) for r in defer] == [
         ("later@example.com", "4.2.0", queued.recipients[2].offset)]
-    assert [r.recipient for r in trace] == ["good@example.com"]
+    assert trace == []          # the server announced DSN: success notices are its job
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.startswith("QID1: to=<bad@example.com>, relay=127.0.0.1[127.0.0.1]:") and
                line.endswith("status=bounced (host 127.0.0.1[127.0.0.1] said: 550 5.1.1 "
                              "<bad@example.com>: unknown user (in reply to RCPT TO command))") for line in lines)
+
+
+@pytest.mark.parametrize("keywords, traced", [(("PIPELINING", "DSN"), []),
+                                               (("PIPELINING",), ["asked@example.com"])])
+def test_success_trace_only_when_the_server_lacks_dsn(queue, recording_server, keywords, traced):
+    server = recording_server(Script(ehlo_keywords=keywords))
+    queued = enqueue(queue, [Recipient("asked@example.com", notify="SUCCESS,FAILURE"),
+                             Recipient("quiet@example.com")])
+    path, thread = serve_once(queue)
+    reply = agent_client.deliver_request(path, "active", "QID1", server.nexthop,
+                                         [r.offset for r in queued.recipients], timeout=30)
+    thread.join(10)
+    assert [r["status"] for r in reply["results"]] == ["sent", "sent"]
+    trace = statuslog.read_status(str(queue), "trace", "QID1")
+    assert [r.recipient for r in trace] == traced
+    assert all(r.status == "sent" and r.relay.endswith(server.nexthop.rsplit(":", 1)[1]) for r in trace)
 
 
 def test_done_recipients_are_never_sent_again(queue, smtp_sink):
