@@ -1,7 +1,7 @@
 """Per-message status logs: what happened to each recipient, for DSNs and the queue listing.
 
-Exports append_status(), read_status(), remove_status(), StatusRecord and
-LOG_KINDS ("bounce", "defer", "trace").
+Exports append_status(), read_status(), remove_status(), StatusRecord,
+LOG_KINDS ("bounce", "defer", "trace") and WARNED_SUFFIX.
 
 Postfix keeps one logfile per message under bounce/, defer/ and trace/; the
 bounce and delay notices, ``postclient queue`` and the success notices are
@@ -17,6 +17,7 @@ import os
 import time
 
 LOG_KINDS = ("bounce", "defer", "trace")
+WARNED_SUFFIX = ".warned"      # defer/<id>.warned: the delay warning was sent
 
 
 @dataclasses.dataclass
@@ -74,9 +75,11 @@ def read_status(queue_directory, kind, queue_id):
 
 
 def remove_status(queue_directory, queue_id):
-    """Remove every status log of a message (when the message is finished)."""
-    for kind in LOG_KINDS:
+    """Remove every status log of a message, and its delay-warning mark."""
+    paths = [_path(queue_directory, kind, queue_id) for kind in LOG_KINDS]
+    paths.append(_path(queue_directory, "defer", queue_id) + WARNED_SUFFIX)
+    for path in paths:
         try:
-            os.unlink(_path(queue_directory, kind, queue_id))
+            os.unlink(path)
         except FileNotFoundError:
             pass

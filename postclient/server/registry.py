@@ -22,7 +22,7 @@ SERVICES = {
     "smtp": ("postclient.smtp.service", "single"),
     "lmtp": ("postclient.smtp.service", "single"),
     "scache": ("postclient.scache.server", "multi"),
-    # "qmgr" and "pickup" arrive with the queue manager.
+    "qmgr": ("postclient.queue.qmgr", "multi"),
     "echo": ("postclient.server.echo", "single"),   # health check, diagnostics, tests
 }
 MODES = {"single": "serve", "multi": "run"}

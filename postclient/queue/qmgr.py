@@ -1,0 +1,464 @@
+"""The queue manager: moves mail from incoming/ through active/ to its destinations.
+
+Exports run(context) (the "multi" service the master runs, one process),
+QueueManager, PROTOCOL and VERSION.  Reads queue_directory, ipc_timeout,
+queue_run_delay, minimal_backoff_time, maximal_backoff_time,
+maximal_queue_lifetime, bounce_queue_lifetime, delay_warning_time,
+transport_retry_time, qmgr_message_active_limit,
+initial_destination_concurrency, *_destination_concurrency_limit,
+*_destination_recipient_limit, and what routing.py and notices.py read.
+
+One event loop (selectors) on the public qmgr socket, the master's lifeline
+and a pipe that delivery threads use to report.  Each delivery request runs
+in a thread that waits for the delivery agent (postclient.smtp.agent_client);
+the agents are separate processes, so the threads only wait.
+
+Life of a message (postfix qmgr(8)):
+  - incoming/ (new mail, woken by sendmail/pickup) and deferred/ (when the
+    file's mtime - its next attempt time - has come) are moved to active/,
+    up to qmgr_message_active_limit messages;
+  - each pending recipient is routed to (transport, next-hop) and requests go
+    to private/<transport> under the scheduler's concurrency limits;
+  - the agents mark recipients done in the queue file and write bounce/defer
+    /trace records; the queue file is the truth, so after the last request a
+    message is re-read: nothing pending -> notices, then removed; else
+    bounces so far are returned, a delay warning may go out, and the message
+    moves to deferred/ with mtime now + clamp(age, minimal_backoff_time,
+    maximal_backoff_time) - or, past maximal_queue_lifetime
+    (bounce_queue_lifetime for the null sender), the rest is returned as
+    expired.
+At start, messages left in active/ (a crash) go back to incoming/: done
+recipients are never sent again (security rule 13).
+"""
+
+import logging
+import os
+import queue as queue_module
+import selectors
+import threading
+import time
+
+from .. import ipc
+from ..smtp import agent_client
+from . import queuefile, statuslog
+from .notices import Notices
+from .routing import Router
+from .scheduler import Scheduler
+
+PROTOCOL = "qmgr"
+VERSION = 1
+log = logging.getLogger("postclient.qmgr")
+
+
+class ActiveMessage:
+    def __init__(self, queued, path):
+        self.queued = queued
+        self.path = path
+        self.outstanding = 0
+        self.cancelled = False
+
+    @property
+    def queue_id(self):
+        return self.queued.queue_id
+
+
+def _fsync_directory(path):
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class QueueManager:
+    def __init__(self, config, queue_directory, listen_socket=None, lifeline_fd=None):
+        self.config = config
+        self.queue_directory = queue_directory
+        self.listen_socket = listen_socket
+        self.lifeline_fd = lifeline_fd
+        self.router = Router(config)
+        self.notices = Notices(config, queue_directory)
+        self.scheduler = Scheduler(
+            config.get("initial_destination_concurrency"),
+            lambda transport: self._per_transport(transport, "destination_concurrency_limit"),
+            lambda transport: self._per_transport(transport, "destination_recipient_limit"))
+        self.active = {}                      # queue id -> ActiveMessage
+        self.results = queue_module.SimpleQueue()
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        self.threads = set()
+        self.stopping = False
+        self.incoming_backlog = False
+        self.next_deferred_scan = 0.0
+
+    def _per_transport(self, transport, suffix):
+        name = f"{transport}_{suffix}"
+        try:
+            value = self.config.get(name) if self.config.raw(name) else None
+        except Exception:
+            value = None
+        return value if isinstance(value, int) else self.config.get(f"default_{suffix}")
+
+    def path(self, queue_name, queue_id=""):
+        return os.path.join(self.queue_directory, queue_name, queue_id)
+
+    # --- moving files -----------------------------------------------------------------
+    def _move(self, queue_id, source, target, mtime=None):
+        """Rename a queue file between queue directories; False when it vanished."""
+        old, new = self.path(source, queue_id), self.path(target, queue_id)
+        try:
+            os.rename(old, new)
+        except FileNotFoundError:
+            return False
+        if mtime is not None:
+            os.utime(new, (mtime, mtime))
+        _fsync_directory(self.path(target))
+        return True
+
+    def recover_active(self):
+        """Messages left in active/ by a crash go back to incoming/."""
+        for queue_id in self._listing("active"):
+            self._move(queue_id, "active", "incoming")
+
+    def _listing(self, queue_name):
+        try:
+            names = os.listdir(self.path(queue_name))
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if not n.startswith("."))
+
+    # --- scanning ---------------------------------------------------------------------
+    def scan_incoming(self):
+        for queue_id in self._listing("incoming"):
+            if not self._room():
+                self.incoming_backlog = True
+                return
+            if queue_id not in self.active:
+                self.activate("incoming", queue_id)
+        self.incoming_backlog = False
+
+    def scan_deferred(self, now, site=None):
+        for queue_id in self._listing("deferred"):
+            if not self._room():
+                return
+            path = self.path("deferred", queue_id)
+            try:
+                due = os.stat(path).st_mtime <= now
+            except FileNotFoundError:
+                continue
+            if due and (site is None or self._concerns_site(path, site)):
+                self.activate("deferred", queue_id)
+
+    def flush(self, site=None):
+        """postclient queue -f / -s: make deferred mail due now and scan it."""
+        now = time.time()
+        for queue_id in self._listing("deferred"):
+            path = self.path("deferred", queue_id)
+            if site is None or self._concerns_site(path, site):
+                try:
+                    os.utime(path, (now, now))
+                except FileNotFoundError:
+                    pass
+        self.scan_deferred(now, site)
+
+    def _concerns_site(self, path, site):
+        try:
+            queued = queuefile.read_queue_file(path)
+        except (OSError, queuefile.CorruptQueueFile):
+            return False
+        site = site.lower()
+        for recipient in queued.pending():
+            domain = recipient.address.rpartition("@")[2].lower()
+            if domain == site or self.router.route(recipient.address).nexthop.lower() == site:
+                return True
+        return False
+
+    def _room(self):
+        return len(self.active) < self.config.get("qmgr_message_active_limit")
+
+    # --- activation -------------------------------------------------------------------
+    def activate(self, source, queue_id):
+        if not self._move(queue_id, source, "active"):
+            return
+        path = self.path("active", queue_id)
+        try:
+            queued = queuefile.read_queue_file(path)
+        except queuefile.CorruptQueueFile as error:
+            queuefile.move_to_corrupt(self.queue_directory, path, str(error))
+            return
+        except OSError as error:
+            log.warning("%s: cannot read queue file: %s", queue_id, error)
+            return
+        message = ActiveMessage(queued, path)
+        self.active[queue_id] = message
+        pending = queued.pending()
+        if source == "incoming":
+            log.info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", queue_id, queued.sender,
+                     queued.content_size, len(pending))
+        routes = {}
+        for recipient in pending:
+            try:
+                route = self.router.route(recipient.address)
+            except Exception as error:      # a table that cannot be read: try again later
+                self._defer_recipients(message, [recipient], "4.3.0",
+                                       f"transport_maps lookup failure: {error}")
+                continue
+            routes.setdefault((route.transport, route.nexthop), []).append(recipient.offset)
+        now = time.time()
+        for (transport, nexthop), offsets in routes.items():
+            for job in self.scheduler.split(message, transport, nexthop, offsets):
+                reason = self.scheduler.blocked(job, now)
+                if reason is not None:
+                    self._defer_job(job, reason)
+                else:
+                    message.outstanding += 1
+                    self.scheduler.add(job)
+        if message.outstanding == 0:
+            self.finish(message)
+
+    # --- deliveries -------------------------------------------------------------------
+    def start_deliveries(self):
+        for job in self.scheduler.ready(time.time()):
+            thread = threading.Thread(target=self._deliver, args=(job,), daemon=True)
+            self.threads.add(thread)
+            thread.start()
+
+    def _deliver(self, job):
+        socket_path = self.path("private", job.transport)
+        try:
+            reply = agent_client.deliver_request(
+                socket_path, "active", job.message.queue_id, job.nexthop, job.offsets,
+                timeout=self.config.get("ipc_timeout"),
+                use_cached_connection=job.cache_flags, store_connection=job.cache_flags)
+            self.results.put((job, reply, None))
+        except agent_client.AgentError as error:
+            self.results.put((job, None, str(error)))
+        except Exception as error:          # never lose track of a job
+            self.results.put((job, None, f"{type(error).__name__}: {error}"))
+        finally:
+            self.threads.discard(threading.current_thread())
+            os.write(self.wake_write, b"x")
+
+    def handle_results(self):
+        while True:
+            try:
+                job, reply, error = self.results.get_nowait()
+            except queue_module.Empty:
+                return
+            self._job_done(job, reply, error)
+
+    def _job_done(self, job, reply, error):
+        now = time.time()
+        message = job.message
+        if error is not None:
+            self.scheduler.finished(job, ok=False)
+            reason = ("4.3.0", f"mail transport unavailable: {error}")
+            log.warning("%s: %s transport problem: %s", message.queue_id, job.transport, error)
+            self._defer_job(job, reason)
+            until = now + self.config.get("transport_retry_time")
+            for waiting in self.scheduler.throttle_transport(job.transport, reason, until):
+                self._defer_job(waiting, reason)
+                self._job_finished(waiting.message)
+        elif reply["status"] == "corrupt":
+            self.scheduler.finished(job, ok=False)
+            message.cancelled = True
+        elif reply["status"] != "ok":
+            self.scheduler.finished(job, ok=False)
+            self._defer_job(job, ("4.3.0", f"mail system configuration error: {reply.get('reason')}"))
+        else:
+            down = reply.get("destination_down")
+            self.scheduler.finished(job, ok=down is None)
+            if down is not None:
+                reason = (down["dsn"], f"delivery temporarily suspended: {down['text']}")
+                until = now + self.config.get("minimal_backoff_time")
+                for waiting in self.scheduler.suspend(job.key, reason, until):
+                    self._defer_job(waiting, reason)
+                    self._job_finished(waiting.message)
+        self._job_finished(message)
+
+    def _job_finished(self, message):
+        message.outstanding -= 1
+        if message.outstanding == 0:
+            self.finish(message)
+
+    def _defer_job(self, job, reason):
+        """Defer a job's recipients without delivering (suspension, agent trouble)."""
+        by_offset = {r.offset: r for r in job.message.queued.recipients}
+        self._defer_recipients(job.message, [by_offset[o] for o in job.offsets if o in by_offset],
+                               *reason)
+
+    def _defer_recipients(self, message, recipients, dsn, text):
+        now = time.time()
+        for recipient in recipients:
+            record = statuslog.StatusRecord(
+                recipient=recipient.address, original=recipient.original, orcpt=recipient.orcpt,
+                notify=recipient.notify, offset=recipient.offset, status="deferred", dsn=dsn,
+                text=text, time=now)
+            try:
+                statuslog.append_status(self.queue_directory, "defer", message.queue_id, record)
+            except OSError as error:
+                log.warning("%s: cannot write defer log: %s", message.queue_id, error)
+            log.info("%s: to=<%s>, relay=none, delay=%.0f, dsn=%s, status=deferred (%s)",
+                     message.queue_id, recipient.address, now - message.queued.arrival_time, dsn, text)
+
+    # --- the end of an active pass ------------------------------------------------------
+    def finish(self, message):
+        """All requests for the message are back: remove, return or defer it."""
+        del self.active[message.queue_id]
+        if message.cancelled:
+            return
+        try:
+            queued = queuefile.read_queue_file(message.path)
+        except FileNotFoundError:
+            return                          # deleted meanwhile (postclient super -d)
+        except queuefile.CorruptQueueFile as error:
+            queuefile.move_to_corrupt(self.queue_directory, message.path, str(error))
+            return
+        queue_id = queued.queue_id
+        pending = queued.pending()
+        now = time.time()
+        age = now - queued.arrival_time
+        lifetime = self.config.get("maximal_queue_lifetime" if queued.sender else "bounce_queue_lifetime")
+        if pending and age >= lifetime:
+            self._expire(queued, pending, now)
+            pending = []
+        bounced = statuslog.read_status(self.queue_directory, "bounce", queue_id)
+        if bounced:
+            self.notices.bounce(queued, bounced)
+            self._remove_log("bounce", queue_id)
+        if not pending:
+            traced = statuslog.read_status(self.queue_directory, "trace", queue_id)
+            if traced:
+                self.notices.success(queued, traced)
+            os.unlink(message.path)
+            statuslog.remove_status(self.queue_directory, queue_id)
+            log.info("%s: removed", queue_id)
+            self.scan_incoming()            # notices and waiting mail
+            return
+        self._maybe_warn(queued, pending, age)
+        backoff = min(max(age, self.config.get("minimal_backoff_time")),
+                      self.config.get("maximal_backoff_time"))
+        self._move(queue_id, "active", "deferred", mtime=now + backoff)
+        if self.incoming_backlog:
+            self.scan_incoming()
+
+    def _remove_log(self, kind, queue_id):
+        try:
+            os.unlink(os.path.join(self.queue_directory, kind, queue_id))
+        except FileNotFoundError:
+            pass
+
+    def _latest_defer_records(self, queue_id):
+        latest = {}
+        for record in statuslog.read_status(self.queue_directory, "defer", queue_id):
+            latest[record.offset if record.offset >= 0 else record.recipient] = record
+        return latest
+
+    def _expire(self, queued, pending, now):
+        """Past its lifetime: every pending recipient is returned with its last reason."""
+        latest = self._latest_defer_records(queued.queue_id)
+        for recipient in pending:
+            record = latest.get(recipient.offset) or statuslog.StatusRecord(
+                recipient=recipient.address, dsn="4.0.0", text="message expired")
+            record.status = "bounced"
+            record.offset = recipient.offset
+            record.original, record.orcpt, record.notify = recipient.original, recipient.orcpt, recipient.notify
+            statuslog.append_status(self.queue_directory, "bounce", queued.queue_id, record)
+            queuefile.mark_done(queued.path, recipient.offset)
+        log.info("%s: from=<%s>, status=expired, returned to sender", queued.queue_id, queued.sender)
+
+    def _maybe_warn(self, queued, pending, age):
+        warn_after = self.config.get("delay_warning_time")
+        marker = os.path.join(self.queue_directory, "defer", queued.queue_id + statuslog.WARNED_SUFFIX)
+        if not warn_after or age < warn_after or os.path.exists(marker):
+            return
+        latest = self._latest_defer_records(queued.queue_id)
+        records = [latest[r.offset] for r in pending if r.offset in latest]
+        if records:
+            self.notices.delay(queued, records, age)
+        with open(marker, "w"):
+            pass
+
+    # --- requests on the qmgr socket ------------------------------------------------------
+    def handle_client(self, conn):
+        deadline = time.monotonic() + 10
+        try:
+            ipc.announce(conn, PROTOCOL, VERSION, deadline)
+            request = ipc.receive_message(conn, deadline)
+        except ipc.IpcError:
+            return
+        kind = request.get("request")
+        if kind == "wakeup":
+            self.scan_incoming()
+        elif kind == "flush":
+            self.scan_incoming()
+            self.flush()
+        elif kind == "flush_site" and isinstance(request.get("site"), str):
+            self.flush(request["site"])
+        else:
+            log.warning("unknown qmgr request %r", kind)
+
+    # --- the loop ---------------------------------------------------------------------
+    def run(self, report_taken=None, report_available=None):
+        self.recover_active()
+        self.scan_incoming()
+        self.next_deferred_scan = 0.0
+        selector = selectors.DefaultSelector()
+        selector.register(self.wake_read, selectors.EVENT_READ, "wake")
+        if self.listen_socket is not None:
+            self.listen_socket.setblocking(False)
+            selector.register(self.listen_socket, selectors.EVENT_READ, "listen")
+        if self.lifeline_fd is not None:
+            selector.register(self.lifeline_fd, selectors.EVENT_READ, "lifeline")
+        while True:
+            now = time.time()
+            if not self.stopping and now >= self.next_deferred_scan:
+                self.scan_deferred(now)
+                self.next_deferred_scan = now + self.config.get("queue_run_delay")
+                self.scheduler.forget_idle(now)
+            if not self.stopping:
+                self.start_deliveries()
+            if self.stopping and not self.threads:
+                self.handle_results()
+                if not self.threads:
+                    return
+            timeout = max(0.05, min(self.next_deferred_scan - time.time(), 1.0))
+            for key, _ in selector.select(timeout):
+                if key.data == "wake":
+                    try:
+                        os.read(self.wake_read, 4096)
+                    except BlockingIOError:
+                        pass
+                elif key.data == "listen":
+                    self._accept(report_taken, report_available)
+                elif key.data == "lifeline":
+                    if not os.read(self.lifeline_fd, 1):
+                        self.stopping = True
+                        selector.unregister(self.lifeline_fd)
+                        if self.listen_socket is not None:
+                            selector.unregister(self.listen_socket)
+            self.handle_results()
+
+    def _accept(self, report_taken, report_available):
+        try:
+            conn, _ = self.listen_socket.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        if report_taken:
+            report_taken()
+        try:
+            conn.setblocking(True)
+            self.handle_client(conn)
+        finally:
+            conn.close()
+            if report_available:
+                report_available()
+
+
+def run(context):
+    """Service entry point (master.cf command "qmgr", one process)."""
+    for name in ("incoming", "active", "deferred", "hold", "corrupt", "bounce", "defer", "trace"):
+        os.makedirs(os.path.join(context.queue_directory, name), exist_ok=True)
+    manager = QueueManager(context.config, context.queue_directory, context.listen_socket,
+                           context.lifeline_fd)
+    manager.run(context.report_taken, context.report_available)

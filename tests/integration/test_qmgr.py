@@ -1,0 +1,170 @@
+"""The queue manager end to end: real master, qmgr, smtp agents and receiving servers.
+
+Mail is queued as sendmail would queue it (a durable file in incoming/, then a
+wakeup on public/qmgr); a scripted server on loopback receives it, including
+the notices the queue manager sends back to the sender (relayhost routes
+everything to the test server).
+"""
+
+import email
+import email.policy
+import os
+import time
+
+import pytest
+
+from postclient import ipc
+from postclient.queue import queuefile, statuslog
+from postclient.queue.qid import new_queue_id
+from postclient.smtp.request import Recipient
+from tests.integration.master_harness import master_instance, wait_until  # noqa: F401
+from tests.integration.servers import Script, recording_server  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+MASTER_CF = ["smtp unix - - n - 4 smtp", "qmgr unix n - n 300 1 qmgr"]
+FAST_RETRY = ("minimal_backoff_time = 1s\nmaximal_backoff_time = 2s\nqueue_run_delay = 1s\n"
+              "smtp_helo_timeout = 10s\n")
+
+
+def start(master_instance, server, extra=""):
+    return master_instance(MASTER_CF, f"relayhost = {server.nexthop}\n{FAST_RETRY}{extra}")
+
+
+def submit(master, recipients, sender="alice@example.com", content=None, notify=""):
+    queue_id = new_queue_id()
+    content = content or (b"From: alice@example.com\r\nSubject: qmgr test\r\nMessage-Id: <"
+                          + queue_id.encode() + b"@example.com>\r\n\r\nhello\r\n")
+    queuefile.write_queue_file(os.path.join(master.queue_directory, "incoming"), queue_id, sender=sender,
+                               recipients=[Recipient(r, notify=notify) for r in recipients],
+                               content=content, arrival_time=time.time())
+    wake(master)
+    return queue_id
+
+
+def wake(master, request=None):
+    deadline = time.monotonic() + 10
+    sock = ipc.connect_unix(master.socket_path("qmgr", public=True), deadline)
+    try:
+        ipc.expect_protocol(sock, "qmgr", 1, deadline)
+        ipc.send_message(sock, request or {"request": "wakeup"}, deadline)
+    finally:
+        sock.close()
+
+
+def queue_files(master, name):
+    directory = os.path.join(master.queue_directory, name)
+    return sorted(n for n in os.listdir(directory) if not n.startswith("."))
+
+
+def empty_queue(master):
+    return not any(queue_files(master, name) for name in ("incoming", "active", "deferred"))
+
+
+def messages_to(server, address):
+    found = []
+    for message in server.messages:
+        if any(address in rcpt.decode() for rcpt in message.rcpt_lines):
+            found.append(email.message_from_bytes(message.content, policy=email.policy.compat32))
+    return found
+
+
+def test_submitted_mail_is_delivered_and_removed(master_instance, recording_server):
+    server = recording_server()
+    master = start(master_instance, server)
+    queue_id = submit(master, ["bob@example.net", "carol@example.net"])
+    wait_until(lambda: empty_queue(master), 20, what="the queue to drain")
+    assert len(server.messages) == 1
+    assert master.wait_for_log(rf"{queue_id}: removed")
+    assert master.log_lines(rf"{queue_id}: from=<alice@example.com>, size=\d+, nrcpt=2 \(queue active\)")
+    assert len(master.log_lines(rf"{queue_id}: to=<.*status=sent")) == 2
+
+
+def test_a_5xx_recipient_produces_an_rfc3464_bounce(master_instance, recording_server):
+    server = recording_server(Script(rcpt_replies={"nobody@example.net": "550 5.1.1 <{rcpt}>: no such user"}))
+    master = start(master_instance, server)
+    queue_id = submit(master, ["bob@example.net", "nobody@example.net"])
+    wait_until(lambda: messages_to(server, "alice@example.com"), 20, what="the bounce")
+    wait_until(lambda: empty_queue(master), 20, what="the queue to drain")
+    (bounce,) = messages_to(server, "alice@example.com")
+    assert bounce["Subject"] == "Undelivered Mail Returned to Sender"
+    assert bounce.get_content_type() == "multipart/report"
+    report = [p for p in bounce.walk() if p.get_content_type() == "message/delivery-status"][0]
+    per_message, per_recipient = [dict(b.items()) for b in report.get_payload()]
+    assert per_message["X-Postfix-Queue-ID"] == queue_id
+    assert per_recipient["Final-Recipient"] == "rfc822; nobody@example.net"
+    assert per_recipient["Action"] == "failed" and per_recipient["Status"] == "5.1.1"
+    assert per_recipient["Diagnostic-Code"] == "smtp; 550 5.1.1 <nobody@example.net>: no such user"
+    returned = bounce.get_payload()[2].get_payload()[0]
+    assert returned["Subject"] == "qmgr test"
+    # the bounce itself comes from the null sender
+    assert any(m.mail_line.startswith(b"MAIL FROM:<>") for m in server.messages)
+
+
+def test_a_4xx_destination_is_retried_and_delivered_when_it_recovers(master_instance, recording_server):
+    server = recording_server(Script(rcpt_reply="451 4.3.0 try again later"))
+    master = start(master_instance, server)
+    queue_id = submit(master, ["bob@example.net"])
+    wait_until(lambda: queue_files(master, "deferred") == [queue_id], 20, what="the deferral")
+    defer = statuslog.read_status(master.queue_directory, "defer", queue_id)
+    assert defer and defer[-1].dsn == "4.3.0"
+    server.script.rcpt_reply = "250 2.1.5 ok"
+    wait_until(lambda: empty_queue(master), 30, what="the retry to succeed")
+    assert len(server.messages) == 1
+    assert master.log_lines(rf"{queue_id}: to=<bob@example.net>.*status=deferred")
+    assert master.log_lines(rf"{queue_id}: to=<bob@example.net>.*status=sent")
+
+
+def test_a_message_past_its_lifetime_bounces(master_instance, recording_server):
+    server = recording_server(Script(rcpt_replies={"slow@example.net": "450 4.2.0 mailbox busy"}))
+    master = start(master_instance, server, "maximal_queue_lifetime = 0\n")
+    queue_id = submit(master, ["slow@example.net"])
+    wait_until(lambda: messages_to(server, "alice@example.com"), 20, what="the expiry bounce")
+    (bounce,) = messages_to(server, "alice@example.com")
+    report = [p for p in bounce.walk() if p.get_content_type() == "message/delivery-status"][0]
+    per_recipient = dict(report.get_payload()[1].items())
+    assert per_recipient["Action"] == "failed" and per_recipient["Status"] == "4.2.0"
+    assert master.wait_for_log(rf"{queue_id}: from=<alice@example.com>, status=expired, returned to sender")
+    wait_until(lambda: empty_queue(master), 20, what="the queue to drain")
+
+
+@pytest.mark.parametrize("keywords, notices", [(("PIPELINING",), 1), (("PIPELINING", "DSN"), 0)])
+def test_notify_success(master_instance, recording_server, keywords, notices):
+    server = recording_server(Script(ehlo_keywords=keywords))
+    master = start(master_instance, server)
+    submit(master, ["bob@example.net"], notify="SUCCESS")
+    wait_until(lambda: empty_queue(master) and len(server.messages) >= 1 + notices, 20,
+               what="delivery (and the success notice)")
+    time.sleep(1.5)
+    reports = messages_to(server, "alice@example.com")
+    assert len(reports) == notices
+    if notices:
+        assert reports[0]["Subject"] == "Successful Mail Delivery Report"
+        block = dict([p for p in reports[0].walk()
+                      if p.get_content_type() == "message/delivery-status"][0].get_payload()[1].items())
+        assert block["Action"] == "relayed"
+
+
+def test_null_sender_bounce_goes_to_the_double_bounce_recipient(master_instance, recording_server):
+    server = recording_server(Script(rcpt_replies={"gone@example.net": "550 5.1.1 gone"}))
+    master = start(master_instance, server, "2bounce_notice_recipient = postmaster@relay.example\n")
+    submit(master, ["gone@example.net"], sender="")
+    wait_until(lambda: messages_to(server, "postmaster@relay.example"), 20, what="the double bounce")
+    wait_until(lambda: empty_queue(master), 20, what="the queue to drain")
+
+
+def test_active_messages_are_recovered_after_a_restart(master_instance, recording_server):
+    server = recording_server()
+    master = start(master_instance, server)
+    master.stop()
+    queue_id = new_queue_id()
+    active = os.path.join(master.queue_directory, "active")
+    queuefile.write_queue_file(active, queue_id, sender="alice@example.com",
+                               recipients=[Recipient("done@example.net"), Recipient("todo@example.net")],
+                               content=b"Subject: recovered\r\n\r\nx\r\n", arrival_time=time.time())
+    queued = queuefile.read_queue_file(os.path.join(active, queue_id))
+    queuefile.mark_done(queued.path, queued.recipients[0].offset)
+    master.start()
+    wait_until(lambda: empty_queue(master), 20, what="recovery")
+    (message,) = server.messages
+    assert message.recipients == ["todo@example.net"]          # never the done one again
