@@ -322,25 +322,25 @@ class QueueManager:
         if pending and age >= lifetime:
             self._expire(queued, pending, now)
             pending = []
+        notices = []
         bounced = statuslog.read_status(self.queue_directory, "bounce", queue_id)
         if bounced:
-            self.notices.bounce(queued, bounced)
+            notices += self.notices.bounce(queued, bounced)
             self._remove_log("bounce", queue_id)
         if not pending:
             traced = statuslog.read_status(self.queue_directory, "trace", queue_id)
             if traced:
-                self.notices.success(queued, traced)
+                notices += self.notices.success(queued, traced)
             os.unlink(message.path)
             statuslog.remove_status(self.queue_directory, queue_id)
             log.info("%s: removed", queue_id)
-            self.scan_incoming()            # notices and waiting mail
-            return
-        self._maybe_warn(queued, pending, age)
-        backoff = min(max(age, self.config.get("minimal_backoff_time")),
-                      self.config.get("maximal_backoff_time"))
-        self._move(queue_id, "active", "deferred", mtime=now + backoff)
-        if self.incoming_backlog:
-            self.scan_incoming()
+        else:
+            notices += self._maybe_warn(queued, pending, age)
+            backoff = min(max(age, self.config.get("minimal_backoff_time")),
+                          self.config.get("maximal_backoff_time"))
+            self._move(queue_id, "active", "deferred", mtime=now + backoff)
+        if notices or self.incoming_backlog:
+            self.scan_incoming()            # the notices just queued, and mail that waited for room
 
     def _remove_log(self, kind, queue_id):
         try:
@@ -371,13 +371,13 @@ class QueueManager:
         warn_after = self.config.get("delay_warning_time")
         marker = os.path.join(self.queue_directory, "defer", queued.queue_id + statuslog.WARNED_SUFFIX)
         if not warn_after or age < warn_after or os.path.exists(marker):
-            return
+            return []
         latest = self._latest_defer_records(queued.queue_id)
         records = [latest[r.offset] for r in pending if r.offset in latest]
-        if records:
-            self.notices.delay(queued, records, age)
+        notices = self.notices.delay(queued, records, age) if records else []
         with open(marker, "w"):
             pass
+        return notices
 
     # --- requests on the qmgr socket ------------------------------------------------------
     def handle_client(self, conn):

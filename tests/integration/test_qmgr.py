@@ -168,3 +168,63 @@ def test_active_messages_are_recovered_after_a_restart(master_instance, recordin
     wait_until(lambda: empty_queue(master), 20, what="recovery")
     (message,) = server.messages
     assert message.recipients == ["todo@example.net"]          # never the done one again
+
+
+def test_delay_warning_is_sent_once(master_instance, recording_server):
+    server = recording_server(Script(rcpt_replies={"late@example.net": "451 4.3.0 later"}))
+    master = start(master_instance, server, "delay_warning_time = 1s\n")
+    queue_id = submit(master, ["late@example.net"])
+    wait_until(lambda: messages_to(server, "alice@example.com"), 20, what="the delay warning")
+    time.sleep(3)                                   # several more retries
+    warnings = messages_to(server, "alice@example.com")
+    assert len(warnings) == 1
+    assert warnings[0]["Subject"] == "Delayed Mail (still being retried)"
+    report = [p for p in warnings[0].walk() if p.get_content_type() == "message/delivery-status"][0]
+    assert dict(report.get_payload()[1].items())["Action"] == "delayed"
+    assert queue_id in queue_files(master, "deferred") + queue_files(master, "active")
+
+
+def test_held_mail_is_left_alone(master_instance, recording_server):
+    server = recording_server()
+    master = start(master_instance, server)
+    queue_id = new_queue_id()
+    queuefile.write_queue_file(os.path.join(master.queue_directory, "hold"), queue_id, sender="a@example.com",
+                               recipients=["held@example.net"], content=b"Subject: held\r\n\r\nx\r\n",
+                               arrival_time=time.time())
+    wake(master, {"request": "flush"})
+    time.sleep(2)
+    assert server.messages == [] and queue_files(master, "hold") == [queue_id]
+
+
+def test_a_crashing_agent_defers_with_4_3_0_and_throttles_the_transport(master_instance, recording_server):
+    server = recording_server()
+    # "broken" is served by a program that does not speak the delivery protocol: the
+    # request breaks off at once, as when an agent crashes
+    master = master_instance(MASTER_CF + ["broken unix - - n - 1 echo"],
+                             f"relayhost = {server.nexthop}\n{FAST_RETRY}transport_retry_time = 30s\n"
+                             "transport_maps = inline:{ broken.example=broken: }\n")
+    queue_id = submit(master, ["x@broken.example", "y@fine.example"])
+    wait_until(lambda: queue_files(master, "deferred") == [queue_id], 30, what="the deferral")
+    defer = statuslog.read_status(master.queue_directory, "defer", queue_id)
+    assert [(r.recipient, r.dsn) for r in defer] == [("x@broken.example", "4.3.0")]
+    assert "mail transport unavailable" in defer[0].text
+    assert [m.recipients for m in server.messages] == [["y@fine.example"]]
+
+
+def test_a_dead_destination_is_suspended(master_instance, recording_server):
+    server = recording_server()
+    # one recipient per request, one request at a time: the first connection
+    # failure must suspend the destination for the other two
+    master = master_instance(MASTER_CF, f"relayhost = {server.nexthop}\n{FAST_RETRY}"
+                                        "minimal_backoff_time = 30s\nmaximal_backoff_time = 60s\n"
+                                        "default_destination_recipient_limit = 1\n"
+                                        "initial_destination_concurrency = 1\n"
+                                        "transport_maps = inline:{ dead.example=smtp:[127.0.0.1]:9 }\n")
+    queue_id = submit(master, ["a@dead.example", "b@dead.example", "c@dead.example", "ok@alive.example"])
+    wait_until(lambda: queue_files(master, "deferred") == [queue_id], 30, what="the deferral")
+    defer = statuslog.read_status(master.queue_directory, "defer", queue_id)
+    assert sorted(r.recipient for r in defer) == ["a@dead.example", "b@dead.example", "c@dead.example"]
+    tried = [r for r in defer if r.text.startswith("connect to 127.0.0.1[127.0.0.1]:9: ")]
+    suspended = [r for r in defer if r.text.startswith("delivery temporarily suspended: connect to ")]
+    assert len(tried) == 1 and len(suspended) == 2
+    assert [m.recipients for m in server.messages] == [["ok@alive.example"]]
