@@ -310,7 +310,10 @@ class QueueManager:
         try:
             queued = queuefile.read_queue_file(message.path)
         except FileNotFoundError:
-            return                          # deleted meanwhile (postclient super -d)
+            # deleted or moved meanwhile (postclient super -d/-h/-r): a requeued
+            # message is waiting in incoming/
+            self.scan_incoming()
+            return
         except queuefile.CorruptQueueFile as error:
             queuefile.move_to_corrupt(self.queue_directory, message.path, str(error))
             return

@@ -1,7 +1,7 @@
 """Queue files: one file per message, complete or absent, recipients marked done in place.
 
-Exports write_queue_file(), read_queue_file(), mark_done(), open_content(),
-move_to_corrupt(), QueueFile, QueuedRecipient, CorruptQueueFile and the
+Exports write_queue_file(), read_queue_file(), mark_done(), open_for_marking(),
+mark_done_fd(), open_content(), move_to_corrupt(), QueueFile, QueuedRecipient, CorruptQueueFile and the
 status bytes PENDING and DONE.  The format is documented in docs/queue-format.md.
 
 Layout: the magic line ``PCQ1\\n``, then records ``<type><length>:<payload>\\n``
@@ -219,8 +219,11 @@ def read_queue_file(path):
 class _ContentReader:
     """A read-only file object limited to the content record."""
 
-    def __init__(self, path, offset, size):
-        self._handle = open(path, "rb")
+    def __init__(self, path, offset, size, descriptor=None):
+        if descriptor is None:
+            self._handle = open(path, "rb")
+        else:
+            self._handle = os.fdopen(os.dup(descriptor), "rb")
         self._handle.seek(offset)
         self._left = size
 
@@ -241,23 +244,39 @@ class _ContentReader:
         self.close()
 
 
-def open_content(queue_file):
-    """A file object that reads the message content as a stream."""
-    return _ContentReader(queue_file.path, queue_file.content_offset, queue_file.content_size)
+def open_content(queue_file, descriptor=None):
+    """A file object that reads the message content as a stream.
+
+    With ``descriptor`` (an open descriptor of the file) it reads through a
+    duplicate of it, so that a rename of the file meanwhile does not matter.
+    """
+    return _ContentReader(queue_file.path, queue_file.content_offset, queue_file.content_size,
+                          descriptor)
 
 
 def mark_done(path, offset):
     """Overwrite one recipient's status byte with DONE and flush it to disk."""
-    descriptor = os.open(path, os.O_RDWR)
+    descriptor = open_for_marking(path)
     try:
-        current = os.pread(descriptor, 1, offset)
-        if current not in (PENDING, DONE):
-            raise CorruptQueueFile(f"offset {offset}: no recipient status byte there")
-        if os.pwrite(descriptor, DONE, offset) != 1:
-            raise OSError(f"short write marking a recipient done in {path}")
-        os.fsync(descriptor)
+        mark_done_fd(descriptor, offset, path)
     finally:
         os.close(descriptor)
+
+
+def open_for_marking(path):
+    """A descriptor for mark_done_fd(): it keeps working if the file is renamed
+    meanwhile (postclient super -h/-r moving a message that is being delivered)."""
+    return os.open(path, os.O_RDWR)
+
+
+def mark_done_fd(descriptor, offset, name="queue file"):
+    """mark_done() through an open descriptor."""
+    current = os.pread(descriptor, 1, offset)
+    if current not in (PENDING, DONE):
+        raise CorruptQueueFile(f"offset {offset}: no recipient status byte there")
+    if os.pwrite(descriptor, DONE, offset) != 1:
+        raise OSError(f"short write marking a recipient done in {name}")
+    os.fsync(descriptor)
 
 
 def move_to_corrupt(queue_directory, path, reason):

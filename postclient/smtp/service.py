@@ -92,11 +92,18 @@ def handle_request(attributes, context):
         return {"status": "corrupt" if error.corrupt else "error", "reason": str(error),
                 "results": [], "pid": os.getpid()}
     flags = attributes.get("flags") or {}
+    try:
+        # Done marks and content reads go through this descriptor, so they still
+        # reach the file if it is renamed while we deliver (postclient super -h/-r).
+        marker = queuefile.open_for_marking(path)
+    except FileNotFoundError:
+        return {"status": "error", "reason": f"queue file {path} was moved", "results": [],
+                "pid": os.getpid()}
     request = DeliveryRequest(
         queue_id=queued.queue_id, nexthop=nexthop, sender=queued.sender,
         recipients=[Recipient(r.address, r.original, r.orcpt, r.notify, r.offset) for r in chosen],
         content_size=queued.content_size,
-        open_content=lambda: queuefile.open_content(queued),
+        open_content=lambda: queuefile.open_content(queued, marker),
         encoding=queued.encoding, envid=queued.envid, ret=queued.ret, smtputf8=queued.smtputf8,
         arrival_time=queued.arrival_time, client=queued.client,
         use_cached_connection=bool(flags.get("use_cached_connection")),
@@ -116,14 +123,17 @@ def handle_request(attributes, context):
                 if protocol == "lmtp" and context.config.get("lmtp_assume_final"):
                     status.status = "delivered"
                 statuslog.append_status(queue_directory, "trace", queued.queue_id, status)
-            queuefile.mark_done(path, recipient.offset)
+            queuefile.mark_done_fd(marker, recipient.offset, path)
         elif result.status == "bounced":
             statuslog.append_status(queue_directory, "bounce", queued.queue_id, status)
-            queuefile.mark_done(path, recipient.offset)
+            queuefile.mark_done_fd(marker, recipient.offset, path)
         else:
             statuslog.append_status(queue_directory, "defer", queued.queue_id, status)
 
-    outcome = engine.deliver(context.config, request, protocol, on_result=record)
+    try:
+        outcome = engine.deliver(context.config, request, protocol, on_result=record)
+    finally:
+        os.close(marker)
     results = [dict(result.as_json(), offset=result.recipient.offset) for result in outcome.results]
     results += [{"recipient": r.address, "offset": r.offset, "status": "done"} for r in skipped]
     reply = {"status": "ok", "results": results, "pid": os.getpid()}

@@ -180,3 +180,16 @@ def test_smtp_children_carry_their_service_title(master_instance, slow_server):
         agent_client.deliver_request(master.socket_path(name), "active", queue_id, server.nexthop,
                                      [r.offset for r in queued.recipients], timeout=30)
     assert master.children("smtp") and master.children("relay")
+
+
+def test_done_marks_follow_a_message_moved_during_delivery(master_instance, slow_server):
+    master = master_instance(MASTER_CF)
+    server = slow_server(dot_delay=2)
+    queued = enqueue(master, "MOVED1", ["a@example.com", "b@example.com"])
+    thread, result = deliver_in_background(master, queued, server.nexthop)
+    assert server.data_started.wait(15)
+    held = os.path.join(master.queue_directory, "hold", "MOVED1")
+    os.rename(queued.path, held)                 # postclient super -h, mid-delivery
+    thread.join(30)
+    assert [r["status"] for r in result["reply"]["results"]] == ["sent", "sent"]
+    assert [r.done for r in queuefile.read_queue_file(held).recipients] == [True, True]
