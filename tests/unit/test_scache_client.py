@@ -185,14 +185,27 @@ def test_descriptors_in_a_bad_reply_are_closed(config_dir):
         ipc.send_message(conn, {"status": 0, "properties": ""}, deadline(),
                          fds=[cached.fileno(), cached.fileno()])
 
+    def copies_of_cached():
+        """Descriptors of this process that refer to the passed socket (by inode)."""
+        target = f"socket:[{os.fstat(cached.fileno()).st_ino}]"
+        count = 0
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                count += os.readlink(f"/proc/self/fd/{name}") == target
+            except OSError:
+                pass
+        return count
+
     sock, path = impostor(config_dir, two_descriptors)
     try:
         client = ScacheClient(path, timeout=1)
-        before = len(os.listdir("/proc/self/fd"))
+        assert copies_of_cached() == 1
         assert client.find_endp("e") is None
-        assert len(os.listdir("/proc/self/fd")) <= before
+        assert copies_of_cached() == 1        # both received copies were closed
     finally:
         sock.close()
+        ours.close()
+        cached.close()
 
 
 def test_shared_client_is_one_per_process_and_path(tmp_path):
