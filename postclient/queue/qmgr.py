@@ -387,6 +387,9 @@ class QueueManager:
         deadline = time.monotonic() + 10
         try:
             ipc.announce(conn, PROTOCOL, VERSION, deadline)
+        except ipc.IpcError:
+            pass        # a wakeup may send its request and close without reading this
+        try:
             request = ipc.receive_message(conn, deadline)
         except ipc.IpcError:
             return

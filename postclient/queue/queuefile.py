@@ -18,6 +18,7 @@ status byte and fsyncing: done recipients are never sent again, whatever
 crashes afterwards.
 """
 
+import ctypes
 import dataclasses
 import logging
 import os
@@ -80,6 +81,31 @@ def _fsync_directory(path):
         os.close(descriptor)
 
 
+def _sync_filesystem(path):
+    """Flush the file system that holds ``path`` (syncfs(2); sync(2) where it is missing)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = getattr(libc, "syncfs", None)
+        if syncfs is None:
+            os.sync()
+        elif syncfs(descriptor) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+    finally:
+        os.close(descriptor)
+
+
+def _make_entry_durable(directory, path):
+    """fsync the directory after a rename; where this user may not open it
+    (maildrop/ is mode 1733: create, but not list) flush the file system
+    through the new file instead (security rule 13)."""
+    try:
+        _fsync_directory(directory)
+    except PermissionError:
+        _sync_filesystem(path)
+
+
 def write_queue_file(directory, queue_id, *, sender, recipients, content, arrival_time,
                      envid="", ret="", encoding="unknown", smtputf8=False, client=None):
     """Write a complete queue file ``directory/queue_id`` durably; returns its path.
@@ -126,7 +152,7 @@ def write_queue_file(directory, queue_id, *, sender, recipients, content, arriva
         except OSError:
             pass
         raise
-    _fsync_directory(directory)
+    _make_entry_durable(directory, path)
     return path
 
 

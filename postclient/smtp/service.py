@@ -148,7 +148,10 @@ def handle_request(attributes, context):
 def serve(conn, context):
     """One client connection: announce, then answer requests until it closes."""
     timeout = context.ipc_timeout
-    ipc.announce(conn, PROTOCOL, VERSION, time.monotonic() + timeout)
+    try:
+        ipc.announce(conn, PROTOCOL, VERSION, time.monotonic() + timeout)
+    except ipc.IpcError:
+        pass            # a wakeup may send its request and close without reading this
     while True:
         try:
             attributes = ipc.receive_message(conn, time.monotonic() + timeout)
