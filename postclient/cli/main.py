@@ -7,7 +7,8 @@ follow sysexits: 64 usage, 69 unavailable, 75 temporary failure, 78
 configuration error.
 
 Subcommands live in their own modules and export ``add_arguments(parser)``
-and ``run(args) -> int``; ``map`` hands its arguments to postmap.main().
+and ``run(args) -> int``; ``map`` hands its arguments to postmap.main() and
+``sendmail`` (whose -o, -v and -c are sendmail's) to sendmail.main().
 """
 
 import argparse
@@ -15,7 +16,8 @@ import os
 import sys
 
 from ..config.errors import ConfigError
-from . import check, conf, deliver, init, master
+from . import cat, check, conf, deliver, init, master, queue, sendmail
+from . import super as super_  # not to shadow the builtin
 from .common import UsageError, fatal
 
 COMMANDS = {
@@ -28,6 +30,10 @@ COMMANDS = {
     "stop": (master.stop, "stop the master; children finish their current client first"),
     "reload": (master.reload, "make the master re-read main.cf and master.cf"),
     "status": (master.status, "say whether the master runs (exit 0) or not (exit 1)"),
+    "queue": (queue, "list the mail queue (-p, -j) or flush it (-f, -s site), like postqueue(1)"),
+    "super": (super_, "delete, hold, release or requeue queued mail, like postsuper(1)"),
+    "cat": (cat, "show a queue file: envelope, header and body, like postcat(1)"),
+    "sendmail": (sendmail, "submit a message from standard input, like sendmail(1)"),
 }
 
 
@@ -63,6 +69,19 @@ def build_parser():
     return parser
 
 
+def _command_position(argv):
+    """Index of the subcommand name: the first word that is not a global option or its value."""
+    position = 0
+    while position < len(argv):
+        if argv[position] in ("-c", "-o"):
+            position += 2
+        elif argv[position].startswith("-"):
+            position += 1
+        else:
+            return position
+    return None
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "map" in argv:
@@ -71,6 +90,9 @@ def main(argv=None):
         if all(arg.startswith("-") or argv[i - 1] in ("-c", "-o") for i, arg in enumerate(argv[:position])):
             from ..maps import postmap
             return postmap.main(argv[position + 1:])
+    position = _command_position(argv)
+    if position is not None and argv[position] == "sendmail":
+        return sendmail.main(argv[position + 1:], argv[:position])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

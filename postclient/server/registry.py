@@ -22,6 +22,7 @@ SERVICES = {
     "smtp": ("postclient.smtp.service", "single"),
     "lmtp": ("postclient.smtp.service", "single"),
     "scache": ("postclient.scache.server", "multi"),
+    "pickup": ("postclient.queue.pickup", "single"),
     "qmgr": ("postclient.queue.qmgr", "multi"),
     "echo": ("postclient.server.echo", "single"),   # health check, diagnostics, tests
 }

@@ -1,0 +1,215 @@
+"""``postclient super``: delete, hold, release and requeue messages, like postsuper(1).
+
+Exports add_arguments(), run() and ACTIONS.  Reads queue_directory and
+ipc_timeout.
+
+  -d ID|ALL|-   delete the message and its bounce/, defer/ and trace/ logs
+                (default queues: hold, incoming, active, deferred; maildrop
+                and corrupt when named).  ``-d ALL`` over the default queues
+                also removes status logs that belong to no message.
+  -h ID|ALL|-   put on hold: move to hold/ (from incoming, active, deferred).
+  -H ID|ALL|-   release from hold: move to deferred/ with mtime now, so that
+                the next deferred scan retries it.
+  -r ID|ALL|-   requeue: move to incoming/ (Postfix: maildrop/) with mtime
+                now and remove its defer/ log, so that the queue manager
+                takes it as new mail; done recipients stay done, and bounce/
+                and trace/ logs are kept for the notices still owed.
+  [queue ...]   restrict the operations to these queues ("super -d ALL
+                deferred").
+
+Each option may be repeated; ``-`` reads IDs from standard input, one per
+line.  ``ALL`` must be upper case.  As in postsuper, the operations on ALL
+run first, then deletions, requeues, holds and releases by ID; a message
+is printed as "postclient/super: ID: removed" (placed on hold, released
+from hold, requeued) and the counts as "postclient/super: Deleted: 3
+messages" on standard error.  An invalid ID is warned about and skipped;
+an ID that is in none of the queues is skipped silently.
+
+Every move is a rename plus directory fsyncs (postclient/queue/manage.py):
+nothing is ever half-moved.  A message in active/ belongs to the running
+queue manager; ``-d``, ``-h`` and ``-r`` act on it by rename or unlink all
+the same, and the queue manager drops the message when it finds its file
+gone.  Afterwards the queue manager is woken up when there is something
+for it to notice (requeued or released mail, changes in active/); when it
+does not run, the change waits for it, with a warning for requeued or
+released mail.
+
+Exit statuses: 0 success (also with invalid or unknown IDs); 64 bad usage
+(no operation, unknown queue name); 74 a file operation failed; 77
+permission denied; 78 configuration error.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+
+from ..queue import manage
+from ..queue.qid import valid_queue_id
+from .common import UsageError, fatal, load_config, warn
+from .queue import QMGR_TIMEOUT, os_error_status, printable
+
+COMMAND = "super"
+PREFIX = f"postclient/{COMMAND}"
+_DEFAULT = ("hold", "incoming", "active", "deferred")
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    name: str               # argparse destination
+    option: str
+    verb: str               # for --help
+    done: str               # per-message text
+    report: str             # summary label
+    default_queues: tuple   # when no queue is named
+    sources: tuple          # queues it may take a message from
+    target: str = None      # queue it moves to (None: delete)
+
+
+ACTIONS = {
+    "delete": Action("delete", "-d", "delete", "removed", "Deleted", _DEFAULT,
+                     ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")),
+    "requeue": Action("requeue", "-r", "requeue", "requeued", "Requeued", _DEFAULT,
+                      ("incoming", "active", "deferred", "hold"), "incoming"),
+    # Never maildrop (not yet validated by pickup) nor corrupt (not mail).
+    "hold": Action("hold", "-h", "put on hold", "placed on hold", "Placed on hold",
+                   ("incoming", "active", "deferred"), ("incoming", "active", "deferred"), "hold"),
+    "release": Action("release", "-H", "release from hold", "released from hold", "Released from hold",
+                      ("hold",), ("hold",), "deferred"),
+}
+ORDER = ("delete", "requeue", "hold", "release")              # postsuper's order by ID
+REPORT_ORDER = ("requeue", "delete", "hold", "release")       # and in its report
+
+
+def add_arguments(parser):
+    for action in ACTIONS.values():
+        parser.add_argument(action.option, dest=action.name, metavar="ID", action="append",
+                            default=[], help=f"{action.verb} a message (ID), every message "
+                                             "(ALL) or those named on standard input (-)")
+    parser.add_argument("queues", nargs="*", metavar="queue",
+                        help="restrict to these queues: " + ", ".join(manage.MESSAGE_QUEUES))
+
+
+class _Run:
+    """The state of one invocation: counts and what the queue manager should hear."""
+
+    def __init__(self, queue_directory, explicit_queues):
+        self.queue_directory = queue_directory
+        self.explicit_queues = explicit_queues
+        self.counts = {name: 0 for name in ACTIONS}
+        self.wake = False           # active/ changed, or mail was requeued/released
+        self.tell_user = False      # ... and the user expects it to move on
+        self.stdin_ids = None
+
+    def queues(self, action):
+        chosen = self.explicit_queues or action.default_queues
+        return [name for name in chosen if name in action.sources]
+
+    def _done(self, action, queue_name):
+        self.counts[action.name] += 1
+        if queue_name == "active" or action.name in ("requeue", "release"):
+            self.wake = True
+        if action.name in ("requeue", "release"):
+            self.tell_user = True
+
+    def apply(self, action, queue_name, queue_id):
+        """Apply ``action`` to a message in ``queue_name``; True if it was there."""
+        directory = self.queue_directory
+        if action.target is None:
+            done = manage.delete_message(directory, queue_id, queue_name)
+        elif queue_name == action.target:     # requeue of mail already in incoming/
+            try:
+                os.utime(manage.message_path(directory, queue_name, queue_id))
+                done = True
+            except FileNotFoundError:
+                done = False
+        else:
+            mtime = time.time() if action.target in ("deferred", "incoming") else None
+            done = manage.move_message(directory, queue_id, queue_name, action.target, mtime)
+        if done and action.name == "requeue":
+            manage.remove_defer_log(directory, queue_id)
+        if done:
+            self._done(action, queue_name)
+        return done
+
+    def one(self, action, queue_id):
+        if not valid_queue_id(queue_id):
+            warn(COMMAND, f"invalid mail queue id: {printable(queue_id)}")
+            return
+        queues = self.queues(action)
+        for _ in range(2):      # the queue manager may move it under our feet
+            for queue_name in queues:
+                if self.apply(action, queue_name, queue_id):
+                    print(f"{PREFIX}: {queue_id}: {action.done}", file=sys.stderr)
+                    return
+
+    def all(self, action):
+        # Listed before anything moves, so that a message moved into a queue
+        # that comes later in the list is not taken (and counted) twice.
+        listed = [(queue_name, queue_id) for queue_name in self.queues(action)
+                  for queue_id in manage.queue_ids(self.queue_directory, queue_name)]
+        for queue_name, queue_id in listed:
+            self.apply(action, queue_name, queue_id)
+        if action.name == "delete" and not self.explicit_queues:
+            manage.remove_orphan_status_logs(self.queue_directory)
+
+    def read_stdin(self):
+        if self.stdin_ids is None:
+            self.stdin_ids = [line.strip() for line in sys.stdin.read().splitlines()]
+            self.stdin_ids = [queue_id for queue_id in self.stdin_ids if queue_id]
+            return self.stdin_ids
+        return []               # standard input is read once, as in postsuper
+
+    def report(self):
+        for name in REPORT_ORDER:
+            count = self.counts[name]
+            if count:
+                print(f"{PREFIX}: {ACTIONS[name].report}: {count} message{'s' if count > 1 else ''}",
+                      file=sys.stderr)
+
+
+def _wake_queue_manager(config, queue_directory, run_state):
+    if not run_state.wake:
+        return
+    timeout = min(float(config.get("ipc_timeout")), QMGR_TIMEOUT)
+    try:
+        manage.notify_qmgr(queue_directory, {"request": "wakeup"}, timeout)
+    except manage.QmgrUnavailable as error:
+        if run_state.tell_user:
+            warn(COMMAND, f"cannot wake up the queue manager ({error}); the mail will be "
+                          "processed when the queue manager runs")
+
+
+def run(args):
+    wanted = {name: getattr(args, name) for name in ORDER if getattr(args, name)}
+    if not wanted:
+        raise UsageError(f"{PREFIX}: fatal: no operation: specify -d, -h, -H or -r "
+                         "with a queue ID, ALL or -")
+    for queue_name in args.queues:
+        if queue_name not in manage.MESSAGE_QUEUES:
+            raise UsageError(f"{PREFIX}: fatal: invalid directory name: {printable(queue_name)}")
+    config = load_config(args, COMMAND)
+    queue_directory = os.path.abspath(config.expand("queue_directory"))
+    if not os.path.isdir(queue_directory):
+        fatal(COMMAND, f"queue directory {queue_directory} does not exist")
+        return os.EX_UNAVAILABLE
+    state = _Run(queue_directory, list(dict.fromkeys(args.queues)))
+    everything = [name for name in ORDER if "ALL" in wanted.get(name, ())]
+    for name in everything:
+        if any(item != "ALL" for item in wanted[name]):
+            warn(COMMAND, f'option "{ACTIONS[name].option} ALL" will ignore other command line queue IDs')
+    try:
+        for name in everything:
+            state.all(ACTIONS[name])
+        for name in ORDER:
+            if name in wanted and name not in everything:
+                for item in wanted[name]:
+                    for queue_id in state.read_stdin() if item == "-" else [item]:
+                        state.one(ACTIONS[name], queue_id)
+    except OSError as error:
+        state.report()
+        fatal(COMMAND, f"{error.strerror or error}{': ' + str(error.filename) if error.filename else ''}")
+        return os_error_status(error)
+    state.report()
+    _wake_queue_manager(config, queue_directory, state)
+    return 0
