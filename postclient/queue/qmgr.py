@@ -150,7 +150,13 @@ class QueueManager:
                 self.activate("deferred", queue_id)
 
     def flush(self, site=None):
-        """postclient queue -f / -s: make deferred mail due now and scan it."""
+        """postclient queue -f / -s: make deferred mail due now and scan it.
+
+        A full flush also revives suspended destinations and throttled
+        transports, so that mail to a server that is back goes out at once.
+        """
+        if site is None:
+            self.scheduler.revive()
         now = time.time()
         for queue_id in self._listing("deferred"):
             path = self.path("deferred", queue_id)
@@ -298,8 +304,9 @@ class QueueManager:
                 statuslog.append_status(self.queue_directory, "defer", message.queue_id, record)
             except OSError as error:
                 log.warning("%s: cannot write defer log: %s", message.queue_id, error)
-            log.info("%s: to=<%s>, relay=none, delay=%.0f, dsn=%s, status=deferred (%s)",
-                     message.queue_id, recipient.address, now - message.queued.arrival_time, dsn, text)
+            delay = f"{now - message.queued.arrival_time:.2f}".rstrip("0").rstrip(".")
+            log.info("%s: to=<%s>, relay=none, delay=%s, delays=%s/0/0/0, dsn=%s, status=deferred (%s)",
+                     message.queue_id, recipient.address, delay, delay, dsn, text)
 
     # --- the end of an active pass ------------------------------------------------------
     def finish(self, message):

@@ -131,6 +131,14 @@ class Scheduler:
                 destination.todo.clear()
         return waiting
 
+    def revive(self):
+        """End every suspension and transport throttle (postclient queue -f, as
+        Postfix's flush also revives dead destinations)."""
+        self.transport_throttled.clear()
+        for destination in self.destinations.values():
+            destination.suspended_until = 0.0
+            destination.reason = None
+
     def idle(self):
         return all(not d.todo and not d.busy for d in self.destinations.values())
 

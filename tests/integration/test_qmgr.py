@@ -228,3 +228,17 @@ def test_a_dead_destination_is_suspended(master_instance, recording_server):
     suspended = [r for r in defer if r.text.startswith("delivery temporarily suspended: connect to ")]
     assert len(tried) == 1 and len(suspended) == 2
     assert [m.recipients for m in server.messages] == [["ok@alive.example"]]
+
+
+def test_flush_revives_a_suspended_destination(master_instance, recording_server):
+    server = recording_server()
+    dead_port = server.nexthop.rsplit(":", 1)[1]
+    server.stop()                                   # the destination is down...
+    master = master_instance(MASTER_CF, f"relayhost = [127.0.0.1]:{dead_port}\n"
+                                        "minimal_backoff_time = 300s\nmaximal_backoff_time = 600s\n")
+    queue_id = submit(master, ["bob@example.net"])
+    wait_until(lambda: queue_files(master, "deferred") == [queue_id], 20, what="the deferral")
+    revived = recording_server(port=int(dead_port))  # ...and comes back
+    wake(master, {"request": "flush"})
+    wait_until(lambda: empty_queue(master), 20, what="the flush to deliver despite the suspension")
+    assert [m.recipients for m in revived.messages] == [["bob@example.net"]]

@@ -113,3 +113,13 @@ def test_single_job_without_backlog_does_not_ask_for_caching():
     jobs(scheduler, "m", 1)
     (job,) = scheduler.ready(0)
     assert job.cache_flags is False
+
+
+def test_revive_ends_suspensions_and_throttles():
+    scheduler = make_scheduler()
+    (job,) = scheduler.split("m", "smtp", "example.com", [1])
+    scheduler.suspend(job.key, ("4.4.1", "down"), until=100)
+    scheduler.throttle_transport("lmtp", ("4.3.0", "crashed"), until=100)
+    scheduler.revive()
+    assert scheduler.blocked(job, now=1) is None
+    assert scheduler.blocked(scheduler.split("m", "lmtp", "x", [1])[0], now=1) is None
