@@ -35,14 +35,13 @@ test: build test-deps
 run: build
 	$(VENV)/bin/postclient -c $(RUNDIR)/etc init --queue-directory $(RUNDIR)/spool --maillog-file /dev/stdout
 	$(VENV)/bin/postclient -c $(RUNDIR)/etc check
-	@if $(VENV)/bin/postclient start-fg --help >/dev/null 2>&1; then \
-		exec $(VENV)/bin/postclient -c $(RUNDIR)/etc start-fg; \
-	else \
-		echo "make run: configuration ready in run/etc; the master (postclient start-fg) is not built yet"; \
-	fi
+	exec $(VENV)/bin/postclient -c $(RUNDIR)/etc start-fg
 
+# Codec benchmarks (pytest-benchmark), then the queue drain against Postfix (as root,
+# with Debian's postfix package): both write their sections of bench/RESULTS.md.
 bench: build
 	$(PY) -m pytest bench --benchmark-only
+	$(PY) bench/drain.py --profile run/bench-profile
 
 clean:
 	rm -rf build $(VENV) *.egg-info postclient/codec/*.so postclient/codec/*.c pyx/*.c

@@ -28,9 +28,13 @@ Life of a message (postfix qmgr(8)):
     (bounce_queue_lifetime for the null sender), the rest is returned as
     expired.
 At start, messages left in active/ (a crash) go back to incoming/: done
-recipients are never sent again (security rule 13).
+recipients are never sent again (security rule 13).  Agents hold a shared
+lock on a queue file while they deliver it; a message whose file is locked
+when it is activated (an agent of a crashed queue manager is still at work)
+is deferred instead of being sent a second time.
 """
 
+import fcntl
 import logging
 import os
 import queue as queue_module
@@ -187,6 +191,13 @@ class QueueManager:
         if not self._move(queue_id, source, "active"):
             return
         path = self.path("active", queue_id)
+        if self._being_delivered(path):
+            # An agent of an earlier queue manager still delivers it (Postfix's
+            # QMGR_MESSAGE_LOCKED): try again later instead of sending it twice.
+            log.info("%s: still being delivered by an earlier request; deferred", queue_id)
+            self._move(queue_id, "active", "deferred",
+                       mtime=time.time() + self.config.get("minimal_backoff_time"))
+            return
         try:
             queued = queuefile.read_queue_file(path)
         except queuefile.CorruptQueueFile as error:
@@ -221,6 +232,21 @@ class QueueManager:
                     self.scheduler.add(job)
         if message.outstanding == 0:
             self.finish(message)
+
+    @staticmethod
+    def _being_delivered(path):
+        """True while a delivery agent holds its shared lock on the file."""
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(descriptor)        # closing releases the probe's lock
+        return False
 
     # --- deliveries -------------------------------------------------------------------
     def start_deliveries(self):

@@ -19,6 +19,7 @@ recipient already marked done (security rules 2 and 13).  Recipients the
 queue file already marks done are skipped, whoever asks for them.
 """
 
+import fcntl
 import logging
 import os
 import time
@@ -96,6 +97,9 @@ def handle_request(attributes, context):
         # Done marks and content reads go through this descriptor, so they still
         # reach the file if it is renamed while we deliver (postclient super -h/-r).
         marker = queuefile.open_for_marking(path)
+        # A shared lock for the whole delivery: a queue manager that restarts
+        # meanwhile sees the file is being delivered and leaves it alone.
+        fcntl.flock(marker, fcntl.LOCK_SH)
     except FileNotFoundError:
         return {"status": "error", "reason": f"queue file {path} was moved", "results": [],
                 "pid": os.getpid()}
