@@ -66,14 +66,6 @@ class ActiveMessage:
         return self.queued.queue_id
 
 
-def _fsync_directory(path):
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 class QueueManager:
     def __init__(self, config, queue_directory, listen_socket=None, lifeline_fd=None):
         self.config = config
@@ -108,15 +100,22 @@ class QueueManager:
 
     # --- moving files -----------------------------------------------------------------
     def _move(self, queue_id, source, target, mtime=None):
-        """Rename a queue file between queue directories; False when it vanished."""
+        """Rename a queue file between queue directories; False when it vanished.
+
+        No directory fsync: the rename is atomic, the message itself is already
+        durable, and a move lost in a crash only leaves the file in its previous
+        queue directory, where recovery finds it (done marks live in the file).
+        """
         old, new = self.path(source, queue_id), self.path(target, queue_id)
+        if mtime is not None:
+            try:
+                os.utime(old, (mtime, mtime))
+            except FileNotFoundError:
+                return False
         try:
             os.rename(old, new)
         except FileNotFoundError:
             return False
-        if mtime is not None:
-            os.utime(new, (mtime, mtime))
-        _fsync_directory(self.path(target))
         return True
 
     def recover_active(self):

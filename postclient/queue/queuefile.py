@@ -187,6 +187,48 @@ def _read_record(handle, position, size, limit):
     return kind, payload, payload_offset, payload_offset + length + 1
 
 
+class _Blocks:
+    """The file's bytes by absolute offset, read in large blocks (not byte by byte)."""
+
+    BLOCK = 64 * 1024
+
+    def __init__(self, handle, size):
+        self.handle = handle
+        self.size = size
+        self.start = 0
+        self.data = b""
+
+    def get(self, offset, count):
+        end = min(offset + count, self.size)
+        if not (self.start <= offset and end <= self.start + len(self.data)):
+            self.handle.seek(offset)
+            self.start = offset
+            self.data = self.handle.read(max(end - offset, self.BLOCK))
+        return self.data[offset - self.start:end - self.start]
+
+
+def _parse_record(blocks, position, size, limit):
+    """(type, payload or None, payload offset, next position); payload None for M."""
+    head = blocks.get(position, 16)
+    if not head:
+        raise CorruptQueueFile(f"offset {position}: file ends without its end record")
+    kind = head[:1]
+    colon = head.find(b":", 1)
+    digits = head[1:colon] if colon > 0 else b""
+    if colon < 0 or not digits or not digits.isdigit() or len(digits) > 13:
+        raise CorruptQueueFile(f"offset {position}: bad record length")
+    length = int(digits)
+    payload_offset = position + 1 + len(digits) + 1
+    if payload_offset + length + 1 > size:
+        raise CorruptQueueFile(f"offset {position}: record of {length} bytes runs past the end of the file")
+    if kind != b"M" and length > limit:
+        raise CorruptQueueFile(f"offset {position}: {kind.decode(errors='replace')} record too long")
+    payload = None if kind == b"M" else blocks.get(payload_offset, length)
+    if blocks.get(payload_offset + length, 1) != b"\n":
+        raise CorruptQueueFile(f"offset {position}: record does not end with a newline")
+    return kind, payload, payload_offset, payload_offset + length + 1
+
+
 def read_queue_file(path):
     """Parse and validate the envelope of ``path``; CorruptQueueFile if it is not sound.
 
@@ -194,15 +236,16 @@ def read_queue_file(path):
     """
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        if handle.read(len(MAGIC)) != MAGIC:
+        blocks = _Blocks(handle, size)
+        if blocks.get(0, len(MAGIC)) != MAGIC:
             raise CorruptQueueFile("not a postclient queue file (bad magic)")
         position = len(MAGIC)
         values = {"client": {}}
         recipients = []
         content = None
         while True:
-            kind, payload, payload_offset, position = _read_record(handle, position, size,
-                                                                   MAX_ENVELOPE_RECORD)
+            kind, payload, payload_offset, position = _parse_record(blocks, position, size,
+                                                                    MAX_ENVELOPE_RECORD)
             if kind == b"E":
                 break
             if kind == b"M":

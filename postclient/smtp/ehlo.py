@@ -59,7 +59,8 @@ class Capabilities:
     pix_delay_dotcrlf: bool = False
 
     def to_dict(self):
-        data = dataclasses.asdict(self)
+        # A shallow copy: asdict() deep-copies, and this runs for every cached session.
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["auth"] = list(self.auth)
         data["xforward"] = sorted(self.xforward)
         return data
