@@ -104,14 +104,14 @@ def _scan(handle):
     before, after, content, ended, error = [], [], None, False, None
     try:
         size = os.fstat(handle.fileno()).st_size
-        handle.seek(0)
-        if handle.read(len(queuefile.MAGIC)) != queuefile.MAGIC:
+        blocks = queuefile.FileBlocks(handle, size)
+        if blocks.get(0, len(queuefile.MAGIC)) != queuefile.MAGIC:
             raise queuefile.CorruptQueueFile("not a postclient queue file (bad magic)")
         position = len(queuefile.MAGIC)
         while True:
             # The record reader of queuefile itself, so that cat and the queue agree.
-            kind, payload, offset, position = queuefile._read_record(
-                handle, position, size, queuefile.MAX_ENVELOPE_RECORD)
+            kind, payload, offset, position = queuefile.parse_record(
+                blocks, position, size, queuefile.MAX_ENVELOPE_RECORD)
             if kind == b"E":
                 ended = True
                 break

@@ -1,8 +1,10 @@
 """Queue files: one file per message, complete or absent, recipients marked done in place.
 
 Exports write_queue_file(), read_queue_file(), mark_done(), open_for_marking(),
-mark_done_fd(), open_content(), move_to_corrupt(), QueueFile, QueuedRecipient, CorruptQueueFile and the
-status bytes PENDING and DONE.  The format is documented in docs/queue-format.md.
+mark_done_fd(), open_content(), move_to_corrupt(), parse_record() and
+FileBlocks (the record reader, shared with postclient cat), QueueFile,
+QueuedRecipient, CorruptQueueFile and the status bytes PENDING and DONE.
+The format is documented in docs/queue-format.md.
 
 Layout: the magic line ``PCQ1\\n``, then records ``<type><length>:<payload>\\n``
 (type one ASCII letter, length in decimal).  Envelope records come first,
@@ -156,38 +158,7 @@ def write_queue_file(directory, queue_id, *, sender, recipients, content, arriva
     return path
 
 
-def _read_record(handle, position, size, limit):
-    """(type, payload or None, payload offset, next position); payload None for M."""
-    kind = handle.read(1)
-    if not kind:
-        raise CorruptQueueFile(f"offset {position}: file ends without its end record")
-    digits = b""
-    while True:
-        char = handle.read(1)
-        if char == b":":
-            break
-        if not char or not char.isdigit() or len(digits) > 12:
-            raise CorruptQueueFile(f"offset {position}: bad record length")
-        digits += char
-    if not digits:
-        raise CorruptQueueFile(f"offset {position}: bad record length")
-    length = int(digits)
-    payload_offset = position + 1 + len(digits) + 1
-    if payload_offset + length + 1 > size:
-        raise CorruptQueueFile(f"offset {position}: record of {length} bytes runs past the end of the file")
-    if kind != b"M" and length > limit:
-        raise CorruptQueueFile(f"offset {position}: {kind.decode(errors='replace')} record too long")
-    if kind == b"M":
-        payload = None
-        handle.seek(length, os.SEEK_CUR)
-    else:
-        payload = handle.read(length)
-    if handle.read(1) != b"\n":
-        raise CorruptQueueFile(f"offset {position}: record does not end with a newline")
-    return kind, payload, payload_offset, payload_offset + length + 1
-
-
-class _Blocks:
+class FileBlocks:
     """The file's bytes by absolute offset, read in large blocks (not byte by byte)."""
 
     BLOCK = 64 * 1024
@@ -207,7 +178,7 @@ class _Blocks:
         return self.data[offset - self.start:end - self.start]
 
 
-def _parse_record(blocks, position, size, limit):
+def parse_record(blocks, position, size, limit):
     """(type, payload or None, payload offset, next position); payload None for M."""
     head = blocks.get(position, 16)
     if not head:
@@ -236,7 +207,7 @@ def read_queue_file(path):
     """
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        blocks = _Blocks(handle, size)
+        blocks = FileBlocks(handle, size)
         if blocks.get(0, len(MAGIC)) != MAGIC:
             raise CorruptQueueFile("not a postclient queue file (bad magic)")
         position = len(MAGIC)
@@ -244,7 +215,7 @@ def read_queue_file(path):
         recipients = []
         content = None
         while True:
-            kind, payload, payload_offset, position = _parse_record(blocks, position, size,
+            kind, payload, payload_offset, position = parse_record(blocks, position, size,
                                                                     MAX_ENVELOPE_RECORD)
             if kind == b"E":
                 break
