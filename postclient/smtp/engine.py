@@ -19,18 +19,26 @@ What failures mean for each recipient is decided in trouble.py.
 
 Connection caching lives in reuse.py; the engine only calls it at the
 places marked "connection cache": cached sessions before new connections,
-and "save instead of QUIT" after each session.  Without caching
-(RequestCache.active false) every hook is a no-op.
+"save (or keep) instead of QUIT" after each session, and finish() at the
+end of the request.  Without caching (RequestCache.active false) every hook
+is a no-op.  With ``hold_idle`` (the agent's serve loop) the last idle
+session stays in the process for the next request (reuse.py).
+
+A Config never changes within a process, so what it gives every request
+alike (resolver settings, the core's base Settings, SessionOptions, the
+opened content-filter, pix and discard tables) is made once per Config.
 
 ``on_result(result)`` is called the moment a recipient's fate is known, so
 the queue can mark it done before the next reply is acted on (security
 rule 2).  Every result is also logged in Postfix's format.
 """
 
+import copy
 import dataclasses
 import logging
 import os
 import time
+import weakref
 
 from .. import maps
 from ..config.registry import protocol_name
@@ -53,6 +61,23 @@ class Outcome:
     best_mx_transport: str = ""       # hand the request to this transport (mail loop)
 
 
+# What a Config gives every request alike, made at the first request that needs it:
+# a child re-reads main.cf at start and its Config never changes (Config.get()
+# caches too), so tables are opened once per process, as Postfix's smtp(8) does.
+_per_config = weakref.WeakKeyDictionary()
+
+
+def _memo(config, key, make):
+    memo = _per_config.get(config)
+    if memo is None:
+        memo = _per_config[config] = {}
+    try:
+        return memo[key]
+    except KeyError:
+        value = memo[key] = make()
+        return value
+
+
 def _status(failure):
     return Status(failure.dsn, failure.text, failure.diagnostic or "")
 
@@ -60,14 +85,16 @@ def _status(failure):
 class _Delivery:
     """State of one request across all its sites and servers."""
 
-    def __init__(self, config, request, protocol, on_result):
+    def __init__(self, config, request, protocol, on_result, hold_idle=False):
         self.config = config
         self.request = request
         self.protocol = protocol
         self.on_result = on_result
         self.started = time.time()
         self.trouble = Trouble(request.recipients, config.get("soft_bounce"))
-        self.filter = ContentFilter(config, protocol, request.queue_id)
+        self.filter = copy.copy(_memo(config, ("filter", protocol),
+                                      lambda: ContentFilter(config, protocol)))
+        self.filter.queue_id = request.queue_id
         self.sender = self.filter.rewrite_address(request.sender)
         self.addresses = [self.filter.rewrite_address(r.address) for r in request.recipients]
         if request.open_content is not None and not self.filter.content_active:
@@ -80,12 +107,13 @@ class _Delivery:
                     content = handle.read()
             self.content = self.filter.filter(content)
             self.content_size = len(self.content)
-        self.pix_maps = maps.open_tables(config.expand(self.param("smtp_pix_workaround_maps")))
-        self.discard_maps = maps.open_tables(
-            config.expand(self.param("smtp_discard_ehlo_keyword_address_maps")))
+        self.pix_maps = _memo(config, ("pix", protocol), lambda: maps.open_tables(
+            config.expand(self.param("smtp_pix_workaround_maps"))))
+        self.discard_maps = _memo(config, ("discard", protocol), lambda: maps.open_tables(
+            config.expand(self.param("smtp_discard_ehlo_keyword_address_maps"))))
         self.ready_at = {}            # recipient index -> when its session was ready for MAIL
         self.logged = set()
-        self.cache = reuse.RequestCache(config, request, protocol)
+        self.cache = reuse.RequestCache(config, request, protocol, hold=hold_idle)
 
     def param(self, name):
         return protocol_name(name, self.protocol)
@@ -95,8 +123,15 @@ class _Delivery:
 
     # --- the walk (§1.1) ------------------------------------------------------------
     def run(self):
+        try:
+            return self._run()
+        finally:
+            self.cache.finish()     # connection cache: keep or hand over the idle session
+
+    def _run(self):
         self._refuse_unsafe_values()
-        settings = resolve.ResolverSettings.from_config(self.config, self.protocol)
+        settings = _memo(self.config, ("resolver", self.protocol),
+                         lambda: resolve.ResolverSettings.from_config(self.config, self.protocol))
         sites = destination.iter_sites(self.request.nexthop, self.protocol, self.config)
         last_site = None
         handoff = ""
@@ -235,7 +270,9 @@ class _Delivery:
         discard = self.discard_maps.lookup(address.address) if self.discard_maps.tables else None
         if discard is not None:
             session["discard_ehlo_keywords"] = tuple(discard.replace(",", " ").split())
-        return Settings.from_config(self.config, self.protocol, **session)
+        base = _memo(self.config, ("settings", self.protocol),
+                     lambda: Settings.from_config(self.config, self.protocol))
+        return dataclasses.replace(base, **session)
 
     def _session(self, site, resolution, address, sock, final, cached=None):
         """Run one session; returns True when its handshake succeeded (a session counts).
@@ -261,17 +298,21 @@ class _Delivery:
         def on_end_of_data(event):
             self._apply(pending, event.outcomes, relay, final(True), client.capabilities.dsn)
 
-        options = driver.SessionOptions.from_config(self.config, self.protocol,
-                                                    time.time() - self.request.arrival_time)
+        options = dataclasses.replace(
+            _memo(self.config, ("options", self.protocol),
+                  lambda: driver.SessionOptions.from_config(self.config, self.protocol, 0.0)),
+            message_age=time.time() - self.request.arrival_time)
         content = self.content if self.content is not None else self.request.open_content()
+        kept = False
         try:
             events = driver.run_session(connection, client, self._envelope(pending), content, options,
                                         on_ready=on_ready, on_end_of_data=on_end_of_data,
                                         quit_after=not self.cache.keep_open())
-            # connection cache: save the session instead of QUIT (a no-op without caching)
-            self.cache.session_done(connection, client, address, opened, best_mx, site)
+            # connection cache: save (or keep) the session instead of QUIT (a no-op without caching)
+            kept = self.cache.session_done(connection, client, address, opened, best_mx, site)
         finally:
-            connection.close()
+            if not kept:
+                connection.close()
             if content is not self.content:
                 content.close()
         for notice in client.take_notices():
@@ -332,6 +373,11 @@ class _Delivery:
                 f"dsn={result.dsn}, status={result.status} ({result.text})")
 
 
-def deliver(config, request, protocol="smtp", on_result=None):
-    """Deliver ``request`` (a request.DeliveryRequest); returns an Outcome."""
-    return _Delivery(config, request, protocol, on_result).run()
+def deliver(config, request, protocol="smtp", on_result=None, hold_idle=False):
+    """Deliver ``request`` (a request.DeliveryRequest); returns an Outcome.
+
+    ``hold_idle`` (the delivery agent's serve loop): a session that would go to
+    scache stays in this process for the next request (reuse.py, "In-process
+    reuse"); without it the session is saved to scache before this returns.
+    """
+    return _Delivery(config, request, protocol, on_result, hold_idle).run()

@@ -1,8 +1,8 @@
 """Connection caching, client side: Postfix's smtp_reuse.c and the cache policy of smtp_connect.c.
 
 Exports RequestCache (one per delivery request: the engine's ``self.cache``),
-CachedSession, endpoint_label(), destination_label(), encode_endpoint() and
-decode_endpoint().  Reads (smtp_* names, or their lmtp_* mirrors):
+CachedSession, endpoint_label(), destination_label(), encode_endpoint(),
+decode_endpoint() and release_held().  Reads (smtp_* names, or their lmtp_* mirrors):
 smtp_sasl_auth_enable, smtp_connection_cache_on_demand, smtp_connection_cache_destinations,
 smtp_connection_cache_time_limit, smtp_connection_reuse_time_limit,
 smtp_helo_name, smtp_bind_address, smtp_bind_address6; and queue_directory,
@@ -59,13 +59,34 @@ smtp_connection_cache_time_limit.  Otherwise, or when the cache refuses it,
 it ends with QUIT.  The endpoint properties carry what a later process
 needs to resume: the core's capabilities, the server's name, address, port
 and family, and the time the connection was first opened.
+
+In-process reuse (RequestCache(hold=True): the agent's serve loop; tests and
+other callers save at once as above).  Instead of being saved, the request's
+most recent session that would be saved stays open in this process (socket,
+core, labels, open time; any earlier one of the same request is saved at
+once), and the next request takes it before any scache lookup: if the held
+session carries the request's destination label, or the endpoint label of
+one of the first next-hop's addresses, it is used where find_dest/find_endp
+would have found it - still younger than smtp_connection_reuse_time_limit
+and probed with RSET first (security rule 14); the labels are the same, so
+it is never used for a session that would look different to the server.
+Otherwise (another destination, no caching for this request, the cache
+disabled) it is saved to scache exactly as above, before the request's own
+lookups; a request that never looks (no addresses) saves it at its end.
+Back-to-back requests to one destination thus make no scache round trip.
+A held session also goes to scache after HOLD_IDLE seconds without a
+request (a daemon thread; scache calls of that thread run under the lock a
+new request takes first, so one process never talks to scache twice at
+once), and via release_held() when the service's process is about to exit.
 """
 
 import dataclasses
 import ipaddress
 import json
 import logging
+import os
 import socket
+import threading
 import time
 
 from .. import maps
@@ -198,10 +219,13 @@ def _matches(patterns, name):
 class RequestCache:
     """The connection-cache side of one delivery request (the engine's hooks call this)."""
 
-    def __init__(self, config, request, protocol):
+    def __init__(self, config, request, protocol, hold=False):
         self.config = config
         self.request = request
         self.protocol = protocol
+        self.hold = hold            # keep the last idle session in this process (see finish())
+        self.claimed = _claim() if hold else None   # the previous request's idle session
+        self.pending = None         # this request's most recent idle session, to hold
         self.load = False
         self.store = False
         self.decided = False
@@ -209,6 +233,7 @@ class RequestCache:
         self.nexthop_label = None   # for saving: until the first good session (Postfix's nexthop state)
         self.used = set()           # addresses served from the cache in this request
         self._scache = None
+        self._identity_text = None
 
     def get(self, name):
         return self.config.get(protocol_name(name, self.protocol))
@@ -224,6 +249,8 @@ class RequestCache:
         if not self.decided and site.index == 0 and addresses:
             self.decided = True
             self._decide(site)
+            if self.claimed is not None and not self._held_matches(self.claimed, addresses):
+                self._release_claimed()     # another destination: scache may find it for others
         if self.load and self.used:
             addresses = [a for a in addresses if a.address not in self.used]
         return addresses
@@ -249,9 +276,12 @@ class RequestCache:
 
     def _identity(self):
         """What else a server would see differently: the service, the HELO name, the source."""
-        identity = f"|service={self.config.process_name}|helo={self.get('smtp_helo_name')}"
-        bind = ",".join(b for b in (self.get("smtp_bind_address"), self.get("smtp_bind_address6")) if b)
-        return identity + (f"|bind={bind}" if bind else "")
+        if self._identity_text is None:
+            identity = f"|service={self.config.process_name}|helo={self.get('smtp_helo_name')}"
+            bind = ",".join(b for b in (self.get("smtp_bind_address"),
+                                        self.get("smtp_bind_address6")) if b)
+            self._identity_text = identity + (f"|bind={bind}" if bind else "")
+        return self._identity_text
 
     # --- lookups ----------------------------------------------------------------------------
     def reuse_sessions(self, site, resolution, addresses, settings_for):
@@ -259,6 +289,11 @@ class RequestCache:
         endpoints); each one's address is removed from ``addresses`` before it is yielded."""
         if not self.load or not addresses:
             return
+        if self.claimed is not None:
+            cached = self._from_held(site, resolution, addresses, settings_for)
+            if cached is not None:
+                _remove(addresses, cached.address.address)
+                yield cached
         if site.index == 0 and self.dest_label is not None:
             cached = self._from_destination(resolution, settings_for)
             if cached is not None:
@@ -279,7 +314,68 @@ class RequestCache:
         """A cached session for a backup (not best-preference) address, or None."""
         if not self.load or address.preference == resolution.best_preference:
             return None
+        held = self.claimed
+        if held is not None and held.endp_label == self._endpoint_label(address):
+            self.claimed = None
+            return self._activate_held(held, address, False, settings_for)
         return self._from_endpoint(address, False, settings_for)
+
+    # --- in-process reuse: the previous request's idle session -------------------------------
+    def _endpoint_label(self, address):
+        return endpoint_label(self.protocol, address, self._identity())
+
+    def _held_matches(self, held, addresses):
+        """Would a scache lookup of this request find ``held`` (same labels)?"""
+        if not self.load or held.protocol != self.protocol or held.identity != self._identity():
+            return False
+        if held.dest_label is not None and held.dest_label == self.dest_label:
+            return True
+        return any(held.endp_label == self._endpoint_label(a) for a in addresses)
+
+    def _from_held(self, site, resolution, addresses, settings_for):
+        """The held session, when it is what find_dest/find_endp would give here."""
+        held = self.claimed
+        if site.index == 0 and held.dest_label is not None and held.dest_label == self.dest_label:
+            self.claimed = None
+            address = dataclasses.replace(held.address, preference=0, query_name="")
+            return self._activate_held(held, address, held.best_mx, settings_for)
+        best = resolution.best_preference
+        for address in addresses:
+            if address.preference != best:
+                break
+            if held.endp_label == self._endpoint_label(address):
+                self.claimed = None
+                return self._activate_held(held, address, True, settings_for)
+        return None
+
+    def _activate_held(self, held, address, best_mx, settings_for):
+        """As _activate() for a session this process kept: age limit, then the RSET probe."""
+        if self._expired(held.opened):
+            held.quit()
+            return None
+        try:
+            client = Client.resume(settings_for(address, best_mx), held.capabilities)
+        except (TypeError, ValueError, AttributeError):
+            held.close()
+            return None
+        if not driver.probe(driver.Connection(held.sock), client):
+            held.close()
+            return None
+        self.used.add(address.address)
+        return CachedSession(address, held.sock, client, held.opened, best_mx)
+
+    def _release_claimed(self):
+        held, self.claimed = self.claimed, None
+        if held is not None:
+            held.hand_over()
+
+    def finish(self):
+        """End of the request: an unused claimed session goes to scache; the most recent
+        idle session of this request stays in the process for the next one."""
+        self._release_claimed()
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            _publish(pending)
 
     def _from_destination(self, resolution, settings_for):
         found = self._scache.find_dest(self.dest_label) if not self._scache.disabled else None
@@ -345,17 +441,39 @@ class RequestCache:
         return self.store
 
     def session_done(self, connection, client, address, opened, best_mx, site):
-        """After run_session(): cache the session, or end it with QUIT if it is still open."""
+        """After run_session(): cache the session, or end it with QUIT if it is still open.
+
+        Returns True when the session is kept for in-process reuse (``hold``): the
+        caller must then leave its socket open.
+        """
         if not self.active:
-            return
+            return False
         good = client.reusable
-        saved = False
+        saved = kept = False
         if good and self.store and not self._expired(opened):
-            saved = self._save(connection, client, address, opened, best_mx, site)
-        if not saved and client.state == State.READY:
+            if (self.hold and client.state == State.READY and self._scache is not None
+                    and not self._scache.disabled):
+                if self.pending is not None:
+                    self.pending.hand_over()     # only the most recent session stays here
+                self.pending = self._held(connection, client, address, opened, best_mx, site)
+                kept = True
+            else:
+                saved = self._save(connection, client, address, opened, best_mx, site)
+        if not saved and not kept and client.state == State.READY:
             driver.quit_session(connection, client)
         if good:
             self.nexthop_label = None   # only the first good session is bound to the next-hop
+        return kept
+
+    def _held(self, connection, client, address, opened, best_mx, site):
+        ttl = self.get("smtp_connection_cache_time_limit")
+        return _Held(protocol=self.protocol, identity=self._identity(), address=address,
+                     sock=connection.sock, client=client,
+                     capabilities=client.capabilities.to_dict(), opened=opened,
+                     best_mx=best_mx, endp_label=self._endpoint_label(address),
+                     dest_label=self.nexthop_label if site.index == 0 else None, ttl=ttl,
+                     reuse_limit=self.get("smtp_connection_reuse_time_limit"),
+                     scache=self._scache)
 
     def _save(self, connection, client, address, opened, best_mx, site):
         if self._scache is None or self._scache.disabled:
@@ -379,6 +497,121 @@ class RequestCache:
         return time.time() >= opened + self.get("smtp_connection_reuse_time_limit")
 
 
+# --- in-process reuse: one idle session kept between requests -----------------------------
+
+HOLD_IDLE = 0.25    # seconds without a request before a kept session goes to scache
+
+
+@dataclasses.dataclass
+class _Held:
+    """An idle session (READY, no QUIT sent) kept by this process after its request."""
+
+    protocol: str
+    identity: str
+    address: ServerAddress
+    sock: socket.socket
+    client: Client
+    capabilities: dict
+    opened: float
+    best_mx: bool
+    endp_label: str
+    dest_label: str       # the next-hop label it is also saved under, or None
+    ttl: int
+    reuse_limit: int
+    scache: object
+    since: float = 0.0    # time.monotonic() when it became idle in this process
+    pid: int = dataclasses.field(default_factory=os.getpid)
+
+    def hand_over(self):
+        """What session_done() did at once before: save_endp (+ save_dest), else QUIT."""
+        saved = False
+        if time.time() < self.opened + self.reuse_limit and not self.scache.disabled:
+            try:
+                fd = self.sock.fileno()
+            except OSError:
+                fd = -1
+            if fd >= 0 and self.scache.save_endp(
+                    self.ttl, self.endp_label,
+                    encode_endpoint(self.address, self.client.capabilities, self.opened), fd):
+                saved = True
+                if self.dest_label is not None:
+                    self.scache.save_dest(self.ttl, self.dest_label,
+                                          _encode_destination(self.best_mx), self.endp_label)
+        if saved:
+            self.close()
+        else:
+            self.quit()
+
+    def quit(self):
+        connection = driver.Connection(self.sock)
+        try:
+            driver.quit_session(connection, self.client)
+        except Exception as error:       # a QUIT that fails must not fail the next request
+            log.info("closing cached connection to %s: %s", self.address.endpoint, error)
+        connection.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+_held = None                        # this process's kept session, while no request has it
+_held_cond = threading.Condition()  # guards _held; scache calls of the idle worker run under it
+_worker = None
+
+
+def _claim():
+    """Take the kept session for a request (waits while the idle worker is handing it over)."""
+    global _held
+    with _held_cond:
+        held, _held = _held, None
+    if held is not None and held.pid != os.getpid():
+        return None                 # a parent's: not ours to use or close
+    return held
+
+
+def _publish(held):
+    """Keep ``held`` for the next request; the idle worker hands it over after HOLD_IDLE."""
+    global _held, _worker
+    with _held_cond:
+        previous, _held = _held, held
+        held.since = time.monotonic()
+        if previous is not None and previous.pid == os.getpid():
+            previous.hand_over()
+        if _worker is None or not _worker.is_alive():
+            _worker = threading.Thread(target=_idle_worker, name="smtp-hold", daemon=True)
+            _worker.start()
+        _held_cond.notify_all()
+
+
+def release_held():
+    """Hand the kept session to scache now (the process is about to exit)."""
+    held = _claim()
+    if held is not None:
+        held.hand_over()
+
+
+def _idle_worker():
+    global _held
+    with _held_cond:
+        while True:
+            if _held is None:
+                _held_cond.wait()
+                continue
+            left = _held.since + min(HOLD_IDLE, _held.ttl) - time.monotonic()
+            if left > 0:
+                _held_cond.wait(left)
+                continue
+            held, _held = _held, None
+            try:
+                held.hand_over()        # under the lock: a new request waits in _claim()
+            except Exception as error:
+                log.warning("handing an idle connection to the cache: %s", error)
+                held.close()
+
+
 def _remove(addresses, printable):
     for index, address in enumerate(addresses):
         if address.address == printable:
@@ -394,4 +627,4 @@ def _close(fd):
 
 
 __all__ = ["RequestCache", "CachedSession", "endpoint_label", "destination_label",
-           "encode_endpoint", "decode_endpoint"]
+           "encode_endpoint", "decode_endpoint", "release_held"]

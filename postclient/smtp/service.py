@@ -26,7 +26,7 @@ import time
 
 from .. import ipc
 from ..queue import queuefile, statuslog
-from . import engine
+from . import engine, reuse
 from .request import DeliveryRequest, Recipient
 
 PROTOCOL = "delivery"
@@ -72,8 +72,12 @@ def _requested_recipients(attributes, queued):
     return chosen, skipped
 
 
-def handle_request(attributes, context):
-    """Deliver one request; returns the reply attributes."""
+def handle_request(attributes, context, hold_idle=False):
+    """Deliver one request; returns the reply attributes.
+
+    ``hold_idle``: keep a cacheable idle session in this process for the next
+    request (engine.deliver(); serve() asks for it).
+    """
     queue_directory = context.queue_directory
     try:
         path = _queue_path(queue_directory, attributes)
@@ -135,7 +139,8 @@ def handle_request(attributes, context):
             statuslog.append_status(queue_directory, "defer", queued.queue_id, status)
 
     try:
-        outcome = engine.deliver(context.config, request, protocol, on_result=record)
+        outcome = engine.deliver(context.config, request, protocol, on_result=record,
+                                 hold_idle=hold_idle)
     finally:
         os.close(marker)
     results = [dict(result.as_json(), offset=result.recipient.offset) for result in outcome.results]
@@ -149,8 +154,29 @@ def handle_request(attributes, context):
     return reply
 
 
+_served = 0     # serve() calls in this process: the skeleton's count of clients (max_use)
+
+
 def serve(conn, context):
-    """One client connection: announce, then answer requests until it closes."""
+    """One client connection: announce, then answer requests until it closes.
+
+    A cacheable idle session may stay in this process between requests
+    (reuse.py); when this is the last client the skeleton will serve (max_use
+    reached, or the master's lifeline closed), it goes to scache before the
+    process exits.
+    """
+    global _served
+    _served += 1
+    try:
+        _serve(conn, context)
+    finally:
+        max_use = getattr(context, "max_use", None)
+        lifeline_closed = getattr(context, "lifeline_closed", None)
+        if (max_use and _served >= max_use) or (lifeline_closed is not None and lifeline_closed()):
+            reuse.release_held()
+
+
+def _serve(conn, context):
     timeout = context.ipc_timeout
     try:
         ipc.announce(conn, PROTOCOL, VERSION, time.monotonic() + timeout)
@@ -170,7 +196,7 @@ def serve(conn, context):
         if kind != "deliver":
             log.warning("unknown request %r from client; disconnecting", kind)
             return
-        reply = handle_request(attributes, context)
+        reply = handle_request(attributes, context, hold_idle=True)
         try:
             ipc.send_message(conn, reply, time.monotonic() + timeout)
         except ipc.IpcError as error:

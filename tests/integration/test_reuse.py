@@ -17,7 +17,9 @@ import pytest
 
 from postclient.config.config import Config
 from postclient.queue import queuefile
-from postclient.smtp import agent_client, engine
+from postclient.scache import FIND_DEST, FIND_ENDP, SAVE_DEST, SAVE_ENDP
+from postclient.scache.client import ScacheClient
+from postclient.smtp import agent_client, engine, reuse
 from postclient.smtp.request import DeliveryRequest, Recipient
 from tests.integration.master_harness import master_instance, wait_until  # noqa: F401
 from tests.integration.servers import _ThreadedServer
@@ -146,12 +148,13 @@ def scache_process():
         process.kill()
 
 
-def deliver(config_dir, server, recipients=("a@example.com",), cached=True, queue_id="Q1"):
+def deliver(config_dir, server, recipients=("a@example.com",), cached=True, queue_id="Q1",
+            hold=False):
     config = Config.load(str(config_dir), process_name="smtp")
     request = DeliveryRequest(queue_id=queue_id, nexthop=server.nexthop, sender="s@example.com",
                               recipients=[Recipient(r) for r in recipients], content=CONTENT,
                               use_cached_connection=cached, store_connection=cached)
-    return engine.deliver(config, request)
+    return engine.deliver(config, request, hold_idle=hold)
 
 
 def statuses(outcome):
@@ -261,6 +264,91 @@ def test_killing_the_cache_loses_no_message(queue_dir, servers, scache_process, 
     # Without the cache each later message has its own connection, ended with QUIT.
     assert len(server.connections) == 1 + 5
     assert server.wait_quits(5) >= 5
+
+
+# --- in-process reuse: the agent keeps its last idle session between requests -----------
+
+@pytest.fixture
+def scache_calls(monkeypatch):
+    """The scache requests this process makes, in order; no kept session outlives the test."""
+    calls = []
+    original = ScacheClient._call
+
+    def counting(self, request, *args, **kwargs):
+        calls.append(request["request"])
+        return original(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(ScacheClient, "_call", counting)
+    yield calls
+    reuse.release_held()
+
+
+def test_back_to_back_requests_reuse_the_session_without_scache(queue_dir, servers,
+                                                                scache_process, scache_calls):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    server = servers()
+    assert statuses(deliver(config_dir, server, queue_id="Q0", hold=True)) == ["sent"]
+    assert scache_calls == [FIND_DEST, FIND_ENDP]       # misses; nothing saved yet
+    for n in range(1, 6):
+        assert statuses(deliver(config_dir, server, queue_id=f"Q{n}", hold=True)) == ["sent"]
+    assert scache_calls == [FIND_DEST, FIND_ENDP]       # no find/save round trip in between
+    assert len(server.connections) == 1 and server.messages == 6
+    assert server.rsets == 5                             # every reuse was still probed first
+    assert server.quits == 0
+    # Idle: the session goes to scache (endpoint and destination), as before the change ...
+    wait_until(lambda: SAVE_DEST in scache_calls, 5, what="the idle session to go to scache")
+    assert scache_calls[2:] == [SAVE_ENDP, SAVE_DEST]
+    # ... where a request (here: one that does not keep sessions) finds it by destination.
+    assert statuses(deliver(config_dir, server, queue_id="Q6")) == ["sent"]
+    assert scache_calls[4:] == [FIND_DEST, SAVE_ENDP, SAVE_DEST]
+    assert len(server.connections) == 1 and server.rsets == 6
+
+
+def test_a_request_for_another_destination_hands_the_session_to_scache(queue_dir, servers,
+                                                                       scache_process,
+                                                                       scache_calls):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    first, second = servers(), servers()
+    deliver(config_dir, first, queue_id="Q0", hold=True)
+    del scache_calls[:]
+    assert statuses(deliver(config_dir, second, queue_id="Q1", hold=True)) == ["sent"]
+    # The kept session for the first server went to scache before the lookups for the second.
+    assert scache_calls == [SAVE_ENDP, SAVE_DEST, FIND_DEST, FIND_ENDP]
+    assert statuses(deliver(config_dir, first, queue_id="Q2", hold=True)) == ["sent"]
+    assert scache_calls[4:6] == [SAVE_ENDP, SAVE_DEST]   # the second server's, likewise
+    assert scache_calls[6] == FIND_DEST                   # a hit: no new connection
+    assert len(first.connections) == 1 and first.rsets == 1 and first.messages == 2
+    assert len(second.connections) == 1 and second.quits == 0
+
+
+def test_a_kept_session_is_not_reused_after_its_reuse_time_limit(queue_dir, servers,
+                                                                 scache_process, scache_calls):
+    config_dir = write_config(queue_dir, smtp_connection_reuse_time_limit="1s")
+    scache_process(config_dir)
+    server = servers()
+    deliver(config_dir, server, queue_id="Q0", hold=True)
+    reuse_limit = time.time() + 1.1
+    reuse.HOLD_IDLE, saved = 5, reuse.HOLD_IDLE     # keep it in the process meanwhile
+    try:
+        time.sleep(max(0.0, reuse_limit - time.time()))
+        assert statuses(deliver(config_dir, server, queue_id="Q1", hold=True)) == ["sent"]
+    finally:
+        reuse.HOLD_IDLE = saved
+    assert len(server.connections) == 2 and server.rsets == 0
+    assert server.wait_quits(1) == 1                   # the old one ended with QUIT
+
+
+def test_a_session_with_a_protocol_error_is_not_kept(queue_dir, servers, scache_process,
+                                                    scache_calls):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    server = servers(bad_rcpt="bad@example.com")
+    deliver(config_dir, server, recipients=("a@example.com", "bad@example.com"), hold=True)
+    assert server.wait_quits(1) == 1
+    assert statuses(deliver(config_dir, server, hold=True)) == ["sent"]
+    assert len(server.connections) == 2 and server.rsets == 0
 
 
 # --- with a real master: the smtp service and scache as the master runs them ------------

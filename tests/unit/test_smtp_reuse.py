@@ -233,3 +233,30 @@ def test_unusable_capabilities_from_the_cache_are_refused(tmp_path, monkeypatch,
     ours.settimeout(5)
     assert ours.recv(1) == b""
     assert "bad cached session attribute for label" in caplog.text
+
+
+# --- in-process reuse: the service hands a kept session over before the process exits -------
+
+@pytest.mark.parametrize("max_use, lifeline, released", [
+    (3, False, [False, False, True]),       # the third client is the last one (max_use)
+    (100, True, [True, True, True]),        # the master's lifeline closed: exit after this one
+    (100, False, [False, False, False]),    # otherwise it stays for the next request
+])
+def test_serve_releases_the_kept_session_before_the_process_exits(monkeypatch, max_use, lifeline,
+                                                                  released):
+    from types import SimpleNamespace
+
+    from postclient.smtp import service
+    calls = []
+    monkeypatch.setattr(reuse, "release_held", lambda: calls.append(True))
+    monkeypatch.setattr(service, "_served", 0)
+    context = SimpleNamespace(ipc_timeout=5, max_use=max_use, lifeline_closed=lambda: lifeline)
+    seen = []
+    for _ in range(3):
+        mine, peer = socket.socketpair()
+        peer.close()                         # the client went away: serve() returns at once
+        service.serve(mine, context)
+        mine.close()
+        seen.append(bool(calls))
+        del calls[:]
+    assert seen == released
