@@ -100,6 +100,7 @@ class _Run:
         self.wake = False           # active/ changed, or mail was requeued/released
         self.tell_user = False      # ... and the user expects it to move on
         self.stdin_ids = None
+        self.touched = set()        # directories to fsync once, before reporting
 
     def queues(self, action):
         chosen = self.explicit_queues or action.default_queues
@@ -125,7 +126,8 @@ class _Run:
                 done = False
         else:
             mtime = time.time() if action.target in ("deferred", "incoming") else None
-            done = manage.move_message(directory, queue_id, queue_name, action.target, mtime)
+            done = manage.move_message(directory, queue_id, queue_name, action.target, mtime,
+                                       touched=self.touched)
         if done and action.name == "requeue":
             manage.remove_defer_log(directory, queue_id)
         if done:
@@ -161,6 +163,8 @@ class _Run:
         return []               # standard input is read once, as in postsuper
 
     def report(self):
+        manage.sync_directories(self.touched)      # durable before it is reported
+        self.touched.clear()
         for name in REPORT_ORDER:
             count = self.counts[name]
             if count:

@@ -133,13 +133,15 @@ def _ensure_queue(queue_directory, queue_name):
     return directory
 
 
-def move_message(queue_directory, queue_id, from_queue, to_queue, mtime=None):
+def move_message(queue_directory, queue_id, from_queue, to_queue, mtime=None, touched=None):
     """Move a message file between queues; True if moved, False if it was not there.
 
     ``mtime`` (seconds), when given, is set before the rename, so that the
     file appears in ``to_queue`` with it already (deferred/: the time of the
     next attempt).  The destination queue directory is created if missing.
     FileExistsError if ``to_queue`` already holds that ID (never replaced).
+    With ``touched`` (a set), the two directories are added to it instead of
+    being fsynced now: a batch fsyncs each once at the end (sync_directories).
     """
     source = message_path(queue_directory, from_queue, queue_id)
     target = message_path(queue_directory, to_queue, queue_id)
@@ -156,9 +158,18 @@ def move_message(queue_directory, queue_id, from_queue, to_queue, mtime=None):
         os.rename(source, target)
     except FileNotFoundError:
         return False
-    _fsync_directory(target_directory)
-    _fsync_directory(os.path.dirname(source))
+    if touched is not None:
+        touched.update((target_directory, os.path.dirname(source)))
+    else:
+        _fsync_directory(target_directory)
+        _fsync_directory(os.path.dirname(source))
     return True
+
+
+def sync_directories(directories):
+    """fsync each directory once (the end of a batch of move_message calls)."""
+    for directory in sorted(directories):
+        _fsync_directory(directory)
 
 
 def delete_message(queue_directory, queue_id, queue_name):

@@ -415,16 +415,19 @@ class QueueManager:
         return notices
 
     # --- requests on the qmgr socket ------------------------------------------------------
-    def handle_client(self, conn):
+    def read_request(self, conn):
+        """The request of one client on the qmgr socket, or None."""
         deadline = time.monotonic() + 10
         try:
             ipc.announce(conn, PROTOCOL, VERSION, deadline)
         except ipc.IpcError:
             pass        # a wakeup may send its request and close without reading this
         try:
-            request = ipc.receive_message(conn, deadline)
+            return ipc.receive_message(conn, deadline)
         except ipc.IpcError:
-            return
+            return None
+
+    def handle_request(self, request):
         kind = request.get("request")
         if kind == "wakeup":
             self.scan_incoming()
@@ -486,11 +489,13 @@ class QueueManager:
             report_taken()
         try:
             conn.setblocking(True)
-            self.handle_client(conn)
+            request = self.read_request(conn)
         finally:
-            conn.close()
+            conn.close()        # the client (postclient queue -f) need not wait for the work
             if report_available:
                 report_available()
+        if request is not None:
+            self.handle_request(request)
 
 
 def run(context):
