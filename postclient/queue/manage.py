@@ -32,7 +32,7 @@ import os
 import time
 
 from .. import ipc
-from . import statuslog
+from . import queuefile, statuslog
 from .qid import valid_queue_id
 
 MESSAGE_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")
@@ -117,19 +117,11 @@ def find_message(queue_directory, queue_id, queue_names=SEARCH_ORDER):
     return None
 
 
-def _fsync_directory(path):
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _ensure_queue(queue_directory, queue_name):
     directory = os.path.join(queue_directory, queue_name)
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=QUEUE_DIRECTORY_MODE, exist_ok=True)
-        _fsync_directory(queue_directory)
+        queuefile.fsync_directory(queue_directory)
     return directory
 
 
@@ -161,15 +153,15 @@ def move_message(queue_directory, queue_id, from_queue, to_queue, mtime=None, to
     if touched is not None:
         touched.update((target_directory, os.path.dirname(source)))
     else:
-        _fsync_directory(target_directory)
-        _fsync_directory(os.path.dirname(source))
+        queuefile.fsync_directory(target_directory)
+        queuefile.fsync_directory(os.path.dirname(source))
     return True
 
 
 def sync_directories(directories):
     """fsync each directory once (the end of a batch of move_message calls)."""
     for directory in sorted(directories):
-        _fsync_directory(directory)
+        queuefile.fsync_directory(directory)
 
 
 def delete_message(queue_directory, queue_id, queue_name):
@@ -179,7 +171,7 @@ def delete_message(queue_directory, queue_id, queue_name):
         os.unlink(path)
     except FileNotFoundError:
         return False
-    _fsync_directory(os.path.dirname(path))
+    queuefile.fsync_directory(os.path.dirname(path))
     statuslog.remove_status(queue_directory, queue_id)
     return True
 

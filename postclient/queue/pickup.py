@@ -141,7 +141,7 @@ def pickup_file(queue_directory, name, size_limit, now=None):
             raise _Reject("queue ID already in use") from None
         _unlink(temporary)
         temporary = None
-        _fsync_directory(os.path.dirname(target))
+        queuefile.fsync_directory(os.path.dirname(target))
     except _Reject as reason:
         if temporary:
             _unlink(temporary)
@@ -248,14 +248,6 @@ def _set_aside(queue_directory, path, name, info, reason):
         _unlink(path)
         return
     queuefile.move_to_corrupt(queue_directory, path, f"maildrop file from uid={info.st_uid}: {reason}")
-
-
-def _fsync_directory(path):
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _unlink(path):

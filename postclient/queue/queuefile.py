@@ -1,8 +1,8 @@
 """Queue files: one file per message, complete or absent, recipients marked done in place.
 
 Exports write_queue_file(), read_queue_file(), mark_done(), open_for_marking(),
-mark_done_fd(), open_content(), move_to_corrupt(), parse_record() and
-FileBlocks (the record reader, shared with postclient cat), QueueFile,
+mark_done_fd(), open_content(), move_to_corrupt(), fsync_directory(),
+parse_record() and FileBlocks (the record reader, shared with postclient cat), QueueFile,
 QueuedRecipient, CorruptQueueFile and the status bytes PENDING and DONE.
 The format is documented in docs/queue-format.md.
 
@@ -75,7 +75,8 @@ def _text(value):
     return value.encode("utf-8", "surrogateescape")
 
 
-def _fsync_directory(path):
+def fsync_directory(path):
+    """fsync a directory, so that a rename or unlink in it is durable."""
     descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)
@@ -103,7 +104,7 @@ def _make_entry_durable(directory, path):
     (maildrop/ is mode 1733: create, but not list) flush the file system
     through the new file instead (security rule 13)."""
     try:
-        _fsync_directory(directory)
+        fsync_directory(directory)
     except PermissionError:
         _sync_filesystem(path)
 
@@ -330,7 +331,7 @@ def move_to_corrupt(queue_directory, path, reason):
     try:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.rename(path, target)
-        _fsync_directory(os.path.dirname(target))
+        fsync_directory(os.path.dirname(target))
     except OSError as error:
         logging.getLogger("postclient.queue").warning(
             "%s: corrupt queue file (%s); cannot move it to corrupt/: %s",

@@ -324,7 +324,7 @@ def test_an_unreadable_directory_is_made_durable_with_syncfs(tmp_path, monkeypat
 
     def unreadable(path):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(submit.queuefile, "_fsync_directory", unreadable)
+    monkeypatch.setattr(submit.queuefile, "fsync_directory", unreadable)
     monkeypatch.setattr(submit.queuefile, "_sync_filesystem", synced.append)
     path, queue = submit.enqueue(str(tmp_path), "QID3", **queue_fields())
     assert queue == "incoming" and synced == [path]
