@@ -35,11 +35,12 @@ import socket
 
 from postclient.config.errors import ConfigError
 
-from .source import SPACE, logical_lines, text_lines
-from .syntax import inline_rules
-from .table import FileState, Table
+from .rule_table import ENDIF as _ENDIF
+from .rule_table import IF as _IF
+from .rule_table import MATCH as _MATCH
+from .rule_table import RuleTable
+from .source import SPACE
 
-_MATCH, _IF, _ENDIF = 0, 1, 2
 _BITS = {socket.AF_INET: 32, socket.AF_INET6: 128}
 
 
@@ -134,41 +135,8 @@ def _isalnum(char):
     return char.isascii() and char.isalnum()
 
 
-class CidrTable(Table):
+class CidrTable(RuleTable):
     kind = "cidr"
-    fixed_keys = False
-
-    def __init__(self, spec, arg):
-        super().__init__(spec)
-        self._state = None
-        if arg.startswith("{"):
-            try:
-                rules = inline_rules(arg)
-            except ValueError as exc:
-                raise ConfigError(spec, 0, f"cidr map: {exc}") from None
-            self._rules = self._parse(text_lines(rules, spec), spec)
-        else:
-            self.path = arg
-            try:
-                state = FileState(arg)
-            except OSError:
-                state = None   # logical_lines() reports it
-            self._rules = self._parse(logical_lines(arg, self.kind), arg)
-            self._state = state
-
-    def _parse(self, lines, source):
-        rules = []
-        open_ifs = []
-        for number, text in lines:
-            rule = self._parse_rule(text, source, number, open_ifs)
-            if rule.op == _IF:
-                open_ifs.append(len(rules))
-            elif rule.op == _ENDIF:
-                rules[open_ifs.pop()].endif = len(rules)
-            rules.append(rule)
-        if open_ifs:
-            raise ConfigError(source, rules[open_ifs[-1]].line, "if has no matching endif")
-        return rules
 
     def _parse_rule(self, text, source, number, open_ifs):
         lowered = text[:6].lower()
@@ -231,5 +199,3 @@ class CidrTable(Table):
             index += 1
         return None
 
-    def changed(self):
-        return self._state is not None and self._state.changed()

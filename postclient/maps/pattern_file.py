@@ -40,11 +40,12 @@ Reads no configuration parameters.
 
 from postclient.config.errors import ConfigError
 
-from .source import SPACE, logical_lines, text_lines
-from .syntax import inline_rules
-from .table import FileState, Table
+from .rule_table import ENDIF as _ENDIF
+from .rule_table import IF as _IF
+from .rule_table import MATCH as _MATCH
+from .rule_table import RuleTable
+from .source import SPACE
 
-_MATCH, _IF, _ENDIF = 0, 1, 2
 
 
 def _isalnum(char):
@@ -131,27 +132,11 @@ class _Rule:
         self.endif = None
 
 
-class PatternTable(Table):
+class PatternTable(RuleTable):
     """Rules read from a file or an inline ``{ {rule}, ... }`` body."""
 
-    fixed_keys = False
     second_pattern = False      # regexp allows /p1/!/p2/
     flag_stoppers = ""          # characters that end the flags besides whitespace
-
-    def __init__(self, spec, arg):
-        super().__init__(spec)
-        self._state = None
-        if arg.startswith("{"):
-            try:
-                rules = inline_rules(arg)
-            except ValueError as exc:
-                raise ConfigError(spec, 0, f"{self.kind} map: {exc}") from None
-            self._rules = self._parse(text_lines(rules, spec), spec)
-        else:
-            self.path = arg
-            state = _file_state(arg)
-            self._rules = self._parse(logical_lines(arg, self.kind), arg)
-            self._state = state
 
     # -- subclass hook ------------------------------------------------------
     def compile_pattern(self, pattern, flags, source, line):
@@ -159,21 +144,6 @@ class PatternTable(Table):
         raise NotImplementedError
 
     # -- parsing ------------------------------------------------------------------
-    def _parse(self, lines, source):
-        rules = []
-        open_ifs = []
-        for number, text in lines:
-            rule = self._parse_rule(text, source, number, open_ifs)
-            if rule.op == _IF:
-                open_ifs.append(len(rules))
-            elif rule.op == _ENDIF:
-                rules[open_ifs.pop()].endif = len(rules)
-            rules.append(rule)
-        if open_ifs:
-            unclosed = rules[open_ifs[-1]]
-            raise ConfigError(source, unclosed.line, "if has no matching endif")
-        return rules
-
     def _parse_rule(self, text, source, number, open_ifs):
         if not _isalnum(text[0]):
             return self._parse_match(text, source, number)
@@ -279,12 +249,5 @@ class PatternTable(Table):
             index += 1
         return None
 
-    def changed(self):
-        return self._state is not None and self._state.changed()
 
 
-def _file_state(path):
-    try:
-        return FileState(path)
-    except OSError:
-        return None   # logical_lines() reports it
