@@ -16,8 +16,12 @@ of the file, an unknown record type or missing envelope records is corrupt.
 Durability (DESIGN.md "Queue"): the file is written under a temporary name,
 fsynced, renamed into place and its directory fsynced, so a crash leaves the
 message complete or absent.  A recipient is marked done by overwriting its
-status byte and fsyncing: done recipients are never sent again, whatever
-crashes afterwards.
+status byte (a write to the kernel, no fsync, as Postfix's deliver_completed()):
+a killed process loses nothing, and only a crash of the whole system before
+the page reaches the disk can send a recipient again - inside the documented
+duplicate window between "." -> 250 and the done mark reaching disk.  What
+must not be lost before a done mark (bounce and trace records) is fsynced
+first by statuslog.append_status().
 """
 
 import ctypes
@@ -296,7 +300,7 @@ def open_content(queue_file, descriptor=None):
 
 
 def mark_done(path, offset):
-    """Overwrite one recipient's status byte with DONE and flush it to disk."""
+    """Overwrite one recipient's status byte with DONE (see the module docstring)."""
     descriptor = open_for_marking(path)
     try:
         mark_done_fd(descriptor, offset, path)
@@ -317,7 +321,6 @@ def mark_done_fd(descriptor, offset, name="queue file"):
         raise CorruptQueueFile(f"offset {offset}: no recipient status byte there")
     if os.pwrite(descriptor, DONE, offset) != 1:
         raise OSError(f"short write marking a recipient done in {name}")
-    os.fsync(descriptor)
 
 
 def move_to_corrupt(queue_directory, path, reason):

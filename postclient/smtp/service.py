@@ -9,7 +9,7 @@ queue_directory and ipc_timeout.
 For each request: open and validate the queue file (a file that fails
 validation is moved to corrupt/ with a log line), deliver the recipients
 it names with the engine, and as soon as a recipient's fate is known:
-  - sent: mark it done in the queue file (fsync) - and, when the sender asked
+  - sent: mark it done in the queue file (no fsync: queuefile.py) - and, when the sender asked
     for NOTIFY=SUCCESS and the server did not announce DSN (so the success
     notice is ours to send), append a trace record first;
   - bounced: append a bounce record (fsync), then mark it done;
