@@ -39,6 +39,8 @@ DEFAULT_MAX_STORED = 64 * 1024
 
 # Every byte outside printable ASCII becomes "?" (Postfix's printable()).
 _PRINTABLE = bytes(b if 0x20 <= b < 0x7f else 0x3f for b in range(256))
+# The same, keeping CR and LF for the line splitting that follows.
+_PRINTABLE_CRLF = bytes(b if 0x20 <= b < 0x7f or b in (0x0a, 0x0d) else 0x3f for b in range(256))
 _DSN = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}(?=\s|$)")
 
 
@@ -58,9 +60,10 @@ def enhanced_status(code, last_line):
     if first not in "245":
         return "5.5.0"
     text = last_line[4:].lstrip(" ")
-    length = dsn_valid(text)
-    if length and text[0] == first:
-        return text[:length]
+    if text[:1] == first:
+        length = dsn_valid(text)
+        if length:
+            return text[:length]
     return first + ".0.0"
 
 
@@ -133,6 +136,14 @@ class ReplyReader:
     Reply or None; ``feed(data)`` does both and returns every complete Reply.
     ``discard()`` drops everything buffered and any partly read reply (the
     STARTTLS rule: nothing received after the 220 is ever interpreted).
+
+    Every complete line in the buffer is split and sanitised in one go (one
+    translate, one decode, one split per read rather than per line); the
+    lines wait in ``_ready`` until next_reply() takes them.  Sanitising keeps
+    CR and LF so that lines can be split and one trailing CR removed
+    afterwards; any other CR then becomes "?" like every other control.
+    Translating and decoding keep the length, so a waiting line still tells
+    how many bytes it came from.
     """
 
     def __init__(self, line_length_limit=DEFAULT_LINE_LENGTH_LIMIT,
@@ -143,13 +154,14 @@ class ReplyReader:
         self.max_lines = max_lines
         self.max_stored = max_stored
         self._buf = bytearray()
-        self._pos = 0
+        self._ready = []            # complete lines, sanitised but for CR, not yet taken
+        self._ready_at = 0
         self._reset_line()
         self._reset_reply()
 
     def _reset_line(self):
-        self._partial = bytearray()
-        self._skipping = False
+        self._partial = bytearray()     # the start of a line whose LF has not come yet
+        self._skipping = False          # that line is past the limit: drop up to its LF
 
     def _reset_reply(self):
         self._lines = []
@@ -159,9 +171,6 @@ class ReplyReader:
 
     # --- input -----------------------------------------------------------------
     def push(self, data):
-        if self._pos and self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
         self._buf += data
 
     def feed(self, data):
@@ -174,7 +183,8 @@ class ReplyReader:
     @property
     def buffered(self):
         """Bytes held: unread input plus the partial line."""
-        return len(self._buf) - self._pos + len(self._partial)
+        waiting = sum(len(line) + 1 for line in self._ready[self._ready_at:])
+        return waiting + len(self._buf) + len(self._partial)
 
     @property
     def in_reply(self):
@@ -185,7 +195,7 @@ class ReplyReader:
         """Forget all buffered input and any partial reply; return how many bytes went."""
         dropped = self.buffered
         self._buf = bytearray()
-        self._pos = 0
+        self._ready, self._ready_at = [], 0
         self._reset_line()
         self._reset_reply()
         return dropped
@@ -193,53 +203,79 @@ class ReplyReader:
     # --- parsing -----------------------------------------------------------------
     def next_reply(self):
         """The next complete Reply, or None when more input is needed."""
+        ready, at = self._ready, self._ready_at
+        limit = self.line_length_limit
         while True:
-            line = self._next_line()
-            if line is None:
-                return None
+            if at == len(ready):
+                if not self._split():
+                    self._ready, self._ready_at = [], 0
+                    return None
+                ready, at = self._ready, 0
+            line = ready[at]
+            at += 1
+            if line[-1:] == "\r":
+                line = line[:-1]
+            if "\r" in line:
+                line = line.replace("\r", "?")
+            if len(line) > limit:
+                line = line[:limit]
+                self._truncated = True
             reply = self._take_line(line)
             if reply is not None:
+                self._ready_at = at
                 return reply
 
-    def _next_line(self):
+    def _split(self):
+        """Move the complete lines of the buffer to ``_ready``; False when there are none.
+
+        A line whose start came in an earlier read is put together from
+        ``_partial`` first, within the length limit.
+        """
         buf, limit = self._buf, self.line_length_limit
-        end = buf.find(b"\n", self._pos)
-        if end < 0:
-            if not self._skipping:
-                self._partial += buf[self._pos:]
+        last = buf.rfind(b"\n")
+        if last < 0:
+            if buf and not self._skipping:
+                self._partial += buf
                 # One byte of slack for a CR that may precede the coming LF.
                 if len(self._partial) > limit + 1:
                     del self._partial[limit:]
                     self._skipping = True
                     self._truncated = True
             buf.clear()
-            self._pos = 0
-            return None
-        if not self._skipping:
-            self._partial += buf[self._pos:end]
-        self._pos = end + 1
-        if self._pos > 65536 and self._pos * 2 > len(buf):
-            del buf[:self._pos]
-            self._pos = 0
-        raw = self._partial
-        if not self._skipping and raw.endswith(b"\r"):
-            del raw[-1]
-        if len(raw) > limit:
-            del raw[limit:]
-            self._truncated = True
-        line = raw.translate(_PRINTABLE).decode("ascii")
-        self._reset_line()
-        return line
+            return False
+        start = 0
+        first = None
+        if self._partial or self._skipping:
+            start = buf.find(b"\n") + 1
+            if self._skipping:
+                first = self._partial           # already cut at the limit, CR kept
+            else:
+                first = self._partial + buf[:start - 1]
+                if first.endswith(b"\r"):
+                    del first[-1]
+            self._reset_line()
+        lines = buf[start:last].translate(_PRINTABLE_CRLF).decode("ascii").split("\n") \
+            if start <= last else []
+        del buf[:last + 1]
+        if first is not None:
+            if len(first) > limit:
+                del first[limit:]
+                self._truncated = True
+            # Sanitised in full here, so no CR is left for next_reply() to strip.
+            lines.insert(0, first.translate(_PRINTABLE).decode("ascii"))
+        self._ready = lines
+        return True
 
     def _take_line(self, line):
         # The line is printable ASCII here, so isdigit() means 0-9.
-        three = line[:3].isdigit() and len(line) >= 3 and not line[3:4].isdigit()
-        if three and line[3:4] in ("", " "):
+        code, sep = line[:3], line[3:4]
+        three = len(code) == 3 and code.isdigit()
+        if three and (sep == " " or not sep):
             self._lines.append(line)
             reply = Reply.from_lines(self._lines, self._garbage, self._truncated)
             self._reset_reply()
             return reply
-        if not (three and line[3] == "-"):
+        if not (three and sep == "-"):
             self._garbage = True
         # Keep one slot for the final line, which is always stored.
         if len(self._lines) < self.max_lines - 1 and self._stored + len(line) <= self.max_stored:
