@@ -124,9 +124,12 @@ def unsafe_values(envelope, helo_name=None):
     found = []
 
     def check(field, value, index=None):
-        if isinstance(value, str) and has_unsafe_characters(value):
-            found.append(UnsafeValueError(field, value, index))
-        elif not isinstance(value, str) and value:
+        if not value:
+            return
+        if isinstance(value, str):
+            if has_unsafe_characters(value):
+                found.append(UnsafeValueError(field, value, index))
+        else:
             for item in value:
                 check(field, item, index)
 

@@ -15,6 +15,9 @@ has_unsafe_characters().  Reads no parameters.
   left alone.  Both are 8-bit clean, as Postfix's are by default.
 """
 
+import re
+
+
 def has_unsafe_characters(text):
     """True when ``text`` holds CR, LF or NUL, which must never reach the wire."""
     return "\r" in text or "\n" in text or "\0" in text
@@ -22,6 +25,9 @@ def has_unsafe_characters(text):
 
 def xtext(text, specials=""):
     """RFC 3461 xtext encoding of ``text``; ``specials`` are encoded too."""
+    if (isinstance(text, str) and text.isascii() and text.isprintable() and " " not in text
+            and "+" not in text and not any(c in text for c in specials)):
+        return text                     # nothing to encode (the usual case)
     data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
     special_bytes = specials.encode("ascii")
     out = []
@@ -45,18 +51,14 @@ def uxtext(text):
     return "".join(out)
 
 
-# Characters that keep a local part from being a dot-string (besides space,
-# controls and a misplaced "."), per Postfix's is_821_dot_string().
-_NOT_IN_DOT_STRING = frozenset('<>()[]\\,;:@"')
+# A dot-string per Postfix's is_821_dot_string(): atoms without space, controls,
+# DEL or any of <>()[]\,;:@" joined by single dots (none leading or trailing).
+_ATOM = r'[^\x00-\x20\x7f<>()\[\]\\,;:@".]+'
+_DOT_STRING = re.compile(f"{_ATOM}(?:\\.{_ATOM})*")
 
 
 def _is_dot_string(local):
-    if not local or local[0] == "." or local[-1] == "." or ".." in local:
-        return False
-    for char in local:
-        if char == " " or ord(char) < 32 or ord(char) == 127 or char in _NOT_IN_DOT_STRING:
-            return False
-    return True
+    return _DOT_STRING.fullmatch(local) is not None
 
 
 def _quote_local(address, escaped):
