@@ -21,7 +21,9 @@ where the core pauses in READY (``on_ready``), before MAIL.
 
 import dataclasses
 import errno
+import math
 import os
+import select
 import socket
 import time
 
@@ -100,33 +102,56 @@ def connect(address, timeout, bind_address="", bind_address6="", windowsize=0):
 
 
 class Connection:
-    """A socket plus deadline-bounded reads and writes."""
+    """A socket plus deadline-bounded reads and writes.
+
+    The socket is used in non-blocking mode and waited on with poll() up to
+    the deadline: one send() per write that fits the socket buffer and one
+    poll() plus one recv() per read, where a socket timeout would cost an
+    ioctl, a poll and the call itself every time.
+    """
 
     def __init__(self, sock):
         self.sock = sock
         self.bytes_written = 0
+        if sock.gettimeout() != 0.0:
+            sock.settimeout(0.0)
+        self._poll = None
 
-    def write(self, data, deadline):
+    def _wait(self, events, deadline):
+        """Wait until the socket is ready for ``events``; TimeoutError past the deadline."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
-        self.sock.settimeout(remaining)
-        try:
-            self.sock.sendall(data)
-        except socket.timeout:
-            raise TimeoutError from None
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self.sock, events)
+        else:
+            self._poll.modify(self.sock, events)
+        if not self._poll.poll(math.ceil(remaining * 1000)):
+            raise TimeoutError
+
+    def write(self, data, deadline):
+        if deadline <= time.monotonic():
+            raise TimeoutError
+        sent = 0
+        while True:
+            try:
+                sent += self.sock.send(memoryview(data)[sent:] if sent else data)
+            except BlockingIOError:
+                pass
+            if sent >= len(data):
+                break
+            self._wait(select.POLLOUT, deadline)
         self.bytes_written += len(data)
 
     def read(self, deadline):
         """Bytes from the peer, b"" at end of file; TimeoutError past the deadline."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        self.sock.settimeout(remaining)
-        try:
-            return self.sock.recv(READ_SIZE)
-        except socket.timeout:
-            raise TimeoutError from None
+        while True:
+            self._wait(select.POLLIN, deadline)
+            try:
+                return self.sock.recv(READ_SIZE)
+            except BlockingIOError:     # a spurious wake-up: wait again
+                pass
 
     def close(self):
         try:
@@ -198,12 +223,14 @@ def _encoded(content, ready, options):
 def _send_body(connection, client, content, ready, options, on_body_error):
     """Stream the encoded content; returns after end_of_data() or abort_body().
 
-    With PIX delay_dotcrlf (for a message older than the threshold) the final
-    "." is held back, the body flushed, and "." sent after the delay.
+    Encoded pieces are written once BODY_CHUNK bytes are queued and at the
+    end, so a small message and its final "." leave in one write.  With PIX
+    delay_dotcrlf (for a message older than the threshold) the final "." is
+    held back, the body flushed, and "." sent after the delay.
     """
     delay_dot = ready.delay_dotcrlf and options.message_age >= options.pix_threshold
     deadline_base = time.monotonic() + (client.timeout or 180)
-    sent = 0
+    sent = queued = 0
     pieces = _encoded(content, ready, options)
     while True:
         try:
@@ -216,10 +243,12 @@ def _send_body(connection, client, content, ready, options, on_body_error):
             break
         if delay_dot and last:
             piece = piece[:-3]      # hold back the final ".\r\n"
-        if not piece:
+        if piece:
+            client.send_body(piece)
+            queued += len(piece)
+        if not queued or (queued < BODY_CHUNK and not last):
             continue
-        client.send_body(piece)
-        out = client.data_to_send()
+        out, queued = client.data_to_send(), 0
         try:
             connection.write(out, deadline_base + sent / MIN_DATA_RATE)
         except TimeoutError:

@@ -60,18 +60,21 @@ class Capabilities:
 
     def to_dict(self):
         # A shallow copy: asdict() deep-copies, and this runs for every cached session.
-        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        data = {name: getattr(self, name) for name in _CAPABILITY_FIELDS}
         data["auth"] = list(self.auth)
         data["xforward"] = sorted(self.xforward)
         return data
 
     @classmethod
     def from_dict(cls, data):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in fields}
+        values = {k: v for k, v in data.items() if k in _CAPABILITY_FIELDS}
         values["auth"] = tuple(values.get("auth", ()))
         values["xforward"] = frozenset(values.get("xforward", ()))
         return cls(**values)
+
+
+# Field names, in order, for to_dict()/from_dict() (run for every reused session).
+_CAPABILITY_FIELDS = tuple(field.name for field in dataclasses.fields(Capabilities))
 
 
 @dataclasses.dataclass(frozen=True)
