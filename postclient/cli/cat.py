@@ -104,22 +104,14 @@ def _scan(handle):
     before, after, content, ended, error = [], [], None, False, None
     try:
         size = os.fstat(handle.fileno()).st_size
-        blocks = queuefile.FileBlocks(handle, size)
-        if blocks.get(0, len(queuefile.MAGIC)) != queuefile.MAGIC:
-            raise queuefile.CorruptQueueFile("not a postclient queue file (bad magic)")
-        position = len(queuefile.MAGIC)
-        while True:
-            # The record reader of queuefile itself, so that cat and the queue agree.
-            kind, payload, offset, position = queuefile.parse_record(
-                blocks, position, size, queuefile.MAX_ENVELOPE_RECORD)
+        # The record reader of queuefile itself, so that cat and the queue agree.
+        for kind, payload, offset, position in queuefile.records(handle.fileno(), size):
             if kind == b"E":
                 ended = True
-                break
-            if kind == b"M":
+            elif kind == b"M":
                 content = (offset, position - offset - 1)
-                continue
-            lines = _envelope_lines(kind, payload)
-            (after if content else before).extend(lines)
+            else:
+                (after if content else before).extend(_envelope_lines(kind, payload))
     except queuefile.CorruptQueueFile as problem:
         error = str(problem)
     return before, after, content, ended, error

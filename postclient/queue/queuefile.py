@@ -2,7 +2,7 @@
 
 Exports write_queue_file(), read_queue_file(), mark_done(), open_for_marking(),
 mark_done_fd(), open_content(), move_to_corrupt(), fsync_directory(),
-parse_record() and FileBlocks (the record reader, shared with postclient cat), QueueFile,
+records() (the record reader, shared with postclient cat), QueueFile,
 QueuedRecipient, CorruptQueueFile and the status bytes PENDING and DONE.
 The format is documented in docs/queue-format.md.
 
@@ -28,11 +28,16 @@ import ctypes
 import dataclasses
 import logging
 import os
+import re
 
 MAGIC = b"PCQ1\n"
 PENDING = b"P"
 DONE = b"D"
 MAX_ENVELOPE_RECORD = 64 * 1024
+HEAD_BYTES = 16 * 1024        # the first read of a queue file (see records())
+# A record's type byte, 1 to 13 length digits and the colon, within _MAX_HEAD bytes.
+_RECORD_HEAD = re.compile(rb"(?s)(.)([0-9]{1,13}):")
+_MAX_HEAD = 16
 ENVELOPE_TYPES = {b"A": "arrival_time", b"S": "sender", b"I": "envid", b"T": "ret",
                   b"B": "encoding", b"U": "smtputf8", b"X": "client"}
 ENCODINGS = ("7bit", "8bit", "unknown")
@@ -163,88 +168,93 @@ def write_queue_file(directory, queue_id, *, sender, recipients, content, arriva
     return path
 
 
-class FileBlocks:
-    """The file's bytes by absolute offset, read in large blocks (not byte by byte)."""
+def records(descriptor, size, limit=MAX_ENVELOPE_RECORD):
+    """Yield the records of an open queue file of ``size`` bytes, the end record last,
+    as (type, payload or None, payload offset, next position); payload None for M.
 
-    BLOCK = 64 * 1024
-
-    def __init__(self, handle, size):
-        self.handle = handle
-        self.size = size
-        self.start = 0
-        self.data = b""
-
-    def get(self, offset, count):
-        end = min(offset + count, self.size)
-        if not (self.start <= offset and end <= self.start + len(self.data)):
-            self.handle.seek(offset)
-            self.start = offset
-            self.data = self.handle.read(max(end - offset, self.BLOCK))
-        return self.data[offset - self.start:end - self.start]
-
-
-def parse_record(blocks, position, size, limit):
-    """(type, payload or None, payload offset, next position); payload None for M."""
-    head = blocks.get(position, 16)
-    if not head:
-        raise CorruptQueueFile(f"offset {position}: file ends without its end record")
-    kind = head[:1]
-    colon = head.find(b":", 1)
-    digits = head[1:colon] if colon > 0 else b""
-    if colon < 0 or not digits or not digits.isdigit() or len(digits) > 13:
-        raise CorruptQueueFile(f"offset {position}: bad record length")
-    length = int(digits)
-    payload_offset = position + 1 + len(digits) + 1
-    if payload_offset + length + 1 > size:
-        raise CorruptQueueFile(f"offset {position}: record of {length} bytes runs past the end of the file")
-    if kind != b"M" and length > limit:
-        raise CorruptQueueFile(f"offset {position}: {kind.decode(errors='replace')} record too long")
-    payload = None if kind == b"M" else blocks.get(payload_offset, length)
-    if blocks.get(payload_offset + length, 1) != b"\n":
-        raise CorruptQueueFile(f"offset {position}: record does not end with a newline")
-    return kind, payload, payload_offset, payload_offset + length + 1
+    CorruptQueueFile for a bad magic or a record that is malformed or
+    truncated.  The first pread takes HEAD_BYTES, which hold the envelope
+    (and for most messages the whole file), and records are cut from that
+    buffer in place with one regex match each: the queue file is read twice
+    per delivery, so this makes one system call and little work per record.
+    A record outside the buffer (a long envelope, the end after a large
+    content record) is read with another pread; the content never is.
+    pread leaves the descriptor's position alone.
+    """
+    data = os.pread(descriptor, min(size, HEAD_BYTES), 0)
+    start, loaded = 0, len(data)        # data holds the file's bytes [start, loaded)
+    if data[:len(MAGIC)] != MAGIC:
+        raise CorruptQueueFile("not a postclient queue file (bad magic)")
+    position = len(MAGIC)
+    match = _RECORD_HEAD.match
+    while True:
+        if position + _MAX_HEAD > loaded < size:
+            data = os.pread(descriptor, HEAD_BYTES, position)
+            start, loaded = position, position + len(data)
+        if position >= loaded:
+            raise CorruptQueueFile(f"offset {position}: file ends without its end record")
+        head = match(data, position - start)
+        if head is None:
+            raise CorruptQueueFile(f"offset {position}: bad record length")
+        kind, digits = head.groups()
+        length = int(digits)
+        payload_offset = start + head.end()
+        end = payload_offset + length           # where the record's newline belongs
+        if end >= size:
+            raise CorruptQueueFile(f"offset {position}: record of {length} bytes runs past the end of the file")
+        if kind != b"M" and length > limit:
+            raise CorruptQueueFile(f"offset {position}: {kind.decode(errors='replace')} record too long")
+        if end >= loaded:
+            first = end if kind == b"M" else payload_offset
+            data = os.pread(descriptor, max(end + 1 - first, HEAD_BYTES), first)
+            start, loaded = first, first + len(data)
+        if end >= loaded or data[end - start] != 10:        # 10: b"\n"
+            raise CorruptQueueFile(f"offset {position}: record does not end with a newline")
+        position = end + 1
+        yield kind, None if kind == b"M" else data[payload_offset - start:end - start], \
+            payload_offset, position
+        if kind == b"E":
+            return
 
 
 def read_queue_file(path):
     """Parse and validate the envelope of ``path``; CorruptQueueFile if it is not sound.
 
-    The content is not read: open_content() streams it.
+    The content is not read (open_content() streams it): only its record's
+    length is checked against the file size, the newline after it and the
+    end record.
     """
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        blocks = FileBlocks(handle, size)
-        if blocks.get(0, len(MAGIC)) != MAGIC:
-            raise CorruptQueueFile("not a postclient queue file (bad magic)")
-        position = len(MAGIC)
-        values = {"client": {}}
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(descriptor).st_size
+        values = {}
+        client = {}
         recipients = []
         content = None
-        while True:
-            kind, payload, payload_offset, position = parse_record(blocks, position, size,
-                                                                    MAX_ENVELOPE_RECORD)
-            if kind == b"E":
-                break
-            if kind == b"M":
+        for kind, payload, payload_offset, position in records(descriptor, size):
+            if kind == b"R":
+                fields = payload[1:].decode("utf-8", "surrogateescape").split("\0")
+                status = payload[:1]
+                if status not in (PENDING, DONE) or len(fields) != 4 or not fields[0]:
+                    raise CorruptQueueFile(f"offset {payload_offset}: bad recipient record")
+                recipients.append(QueuedRecipient(*fields, offset=payload_offset, done=status == DONE))
+            elif kind == b"M":
                 if content is not None:
                     raise CorruptQueueFile("two content records")
                 content = (payload_offset, position - payload_offset - 1)
-            elif kind == b"R":
-                fields = payload[1:].decode("utf-8", "surrogateescape").split("\0")
-                if payload[:1] not in (PENDING, DONE) or len(fields) != 4 or not fields[0]:
-                    raise CorruptQueueFile(f"offset {payload_offset}: bad recipient record")
-                recipients.append(QueuedRecipient(*fields, offset=payload_offset,
-                                                  done=payload[:1] == DONE))
             elif kind in ENVELOPE_TYPES:
                 text = payload.decode("utf-8", "surrogateescape")
                 if kind == b"X":
                     name, _, value = text.partition("=")
-                    values["client"][name] = value
+                    client[name] = value
                 else:
                     values[ENVELOPE_TYPES[kind]] = text
-            else:
+            elif kind != b"E":
                 raise CorruptQueueFile(f"offset {payload_offset - 2}: unknown record type {kind!r}")
         if position != size:
             raise CorruptQueueFile(f"offset {position}: data after the end record")
+    finally:
+        os.close(descriptor)
     if content is None or not recipients or "arrival_time" not in values or "sender" not in values:
         raise CorruptQueueFile("missing envelope records (arrival time, sender, recipients or content)")
     try:
@@ -258,7 +268,7 @@ def read_queue_file(path):
                      sender=values["sender"], recipients=recipients, content_offset=content[0],
                      content_size=content[1], envid=values.get("envid", ""),
                      ret=values.get("ret", ""), encoding=encoding,
-                     smtputf8=values.get("smtputf8") == "1", client=values["client"])
+                     smtputf8=values.get("smtputf8") == "1", client=client)
 
 
 class _ContentReader:

@@ -58,6 +58,27 @@ def test_every_truncation_is_detected(tmp_path):
             queuefile.read_queue_file(path)
 
 
+
+def test_truncations_of_a_file_larger_than_the_first_read_are_detected(tmp_path):
+    # The envelope runs past the first read and the end record lies beyond the
+    # content: both further reads of records() are used, and every cut is caught.
+    content = b"Subject: big\r\n\r\n" + b"x" * (queuefile.HEAD_BYTES + 100) + b"\r\n"
+    recipients = [Recipient(f"r{n}@example.com", original=f"{n}" * 5000) for n in range(5)]
+    path = write(tmp_path, recipients=recipients, content=content)
+    queued = queuefile.read_queue_file(path)
+    assert [(r.address, r.original) for r in queued.recipients] == [
+        (r.address, r.original) for r in recipients]
+    assert queued.recipients[-1].offset > queuefile.HEAD_BYTES
+    with queuefile.open_content(queued) as handle:
+        assert handle.read() == content
+    inside_content = range(queued.content_offset + 64, queued.content_offset + len(content) - 64)
+    for cut in range(os.path.getsize(path) - 1, -1, -1):
+        if cut in inside_content and cut % 101:
+            continue                    # all alike: a sample of them is enough
+        os.truncate(path, cut)
+        with pytest.raises(queuefile.CorruptQueueFile):
+            queuefile.read_queue_file(path)
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: b"XXXX" + d[4:], "bad magic"),
     (lambda d: d + b"junk", "data after the end record"),
