@@ -52,6 +52,17 @@ def test_service_name_and_pid_follow_a_fork(tmp_path):
     assert lines(logfile) == [("postclient/scache", str(child), "started")]
 
 
+
+def test_cached_prefix_follows_the_service_and_bytes_that_are_not_utf8_are_escaped(tmp_path):
+    logfile = tmp_path / "maillog"
+    logger = log.setup_logging(config_for(tmp_path, f"maillog_file = {logfile}\n"), "pickup")
+    logger.info("first")
+    log.set_service("qmgr")             # within the same second: the prefix is not reused
+    logger.info("to=<a\udcff@example.com>")
+    pid = str(os.getpid())
+    assert lines(logfile) == [("postclient/pickup", pid, "first"),
+                              ("postclient/qmgr", pid, "to=<a\\udcff@example.com>")]
+
 def test_unwritable_maillog_file_is_a_config_error(tmp_path):
     config = config_for(tmp_path, f"# x\nmaillog_file = {tmp_path}/missing/dir/log\n")
     with pytest.raises(ConfigError, match=r"main.cf:2: maillog_file: cannot open .*No such file"):
