@@ -60,21 +60,36 @@ class Capabilities:
 
     def to_dict(self):
         # A shallow copy: asdict() deep-copies, and this runs for every cached session.
-        data = {name: getattr(self, name) for name in _CAPABILITY_FIELDS}
+        data = {field.name: getattr(self, field.name) for field in _FIELDS}
         data["auth"] = list(self.auth)
         data["xforward"] = sorted(self.xforward)
         return data
 
     @classmethod
     def from_dict(cls, data):
+        # A reused session brings an equal dict again and again: the last result
+        # is kept with its own to_dict() (private lists, never changed) and shared,
+        # as a Capabilities never changes.
+        last_data, last = _last_from_dict
+        if type(last) is cls and data == last_data:
+            return last
         values = {k: v for k, v in data.items() if k in _CAPABILITY_FIELDS}
         values["auth"] = tuple(values.get("auth", ()))
         values["xforward"] = frozenset(values.get("xforward", ()))
-        return cls(**values)
+        capabilities = cls(**values)
+        _remember_from_dict(capabilities.to_dict(), capabilities)
+        return capabilities
 
 
 # Field names, in order, for to_dict()/from_dict() (run for every reused session).
-_CAPABILITY_FIELDS = tuple(field.name for field in dataclasses.fields(Capabilities))
+_FIELDS = dataclasses.fields(Capabilities)
+_CAPABILITY_FIELDS = frozenset(field.name for field in _FIELDS)
+_last_from_dict = (None, None)      # (to_dict() of the last from_dict() result, that result)
+
+
+def _remember_from_dict(data, capabilities):
+    global _last_from_dict
+    _last_from_dict = (data, capabilities)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -165,6 +165,9 @@ ALLOWED = {
     "fail": {State.READY, State.TLS_HANDSHAKE, State.FAILED},
 }
 
+# The state of an awaited reply whose kind is not itself a state name.
+_STATE_OF_KIND = {"ABORT": State.RSET, "PROBE": State.RSET}
+
 # Postfix's xfer_request[]: "(in reply to ...)".
 _IN_REPLY_TO = {
     "XFORWARD": "XFORWARD command", "MAIL": "MAIL FROM command", "RCPT": "RCPT TO command",
@@ -274,9 +277,8 @@ class Client:
 
     def __init__(self, settings=None, *, _resume=None):
         self.settings = settings or Settings()
-        problems = [p for p in (self.settings.helo_name,) if has_unsafe_characters(p)]
-        if problems:
-            raise UnsafeValueError("helo_name", problems[0])
+        if has_unsafe_characters(self.settings.helo_name):
+            raise UnsafeValueError("helo_name", self.settings.helo_name)
         self._reader = ReplyReader(self.settings.line_length_limit, self.settings.reply_max_lines,
                                    self.settings.reply_max_stored)
         self._out = []
@@ -316,7 +318,7 @@ class Client:
             return State.CLOSED
         if self._expect:
             kind = self._expect[0][0]
-            return {"ABORT": State.RSET, "PROBE": State.RSET}.get(kind, kind)
+            return _STATE_OF_KIND.get(kind, kind)
         return self._phase
 
     @property

@@ -56,7 +56,7 @@ def dsn_valid(text):
 
 def enhanced_status(code, last_line):
     """The enhanced status code of a reply, from its code and last line (§1.5)."""
-    first = str(code).zfill(3)[0]
+    first = str(code)[0] if code >= 100 else "0"
     if first not in "245":
         return "5.5.0"
     text = last_line[4:].lstrip(" ")
@@ -220,10 +220,24 @@ class ReplyReader:
             if len(line) > limit:
                 line = line[:limit]
                 self._truncated = True
-            reply = self._take_line(line)
-            if reply is not None:
+            # The line is printable ASCII here, so isdigit() means 0-9.
+            code, sep = line[:3], line[3:4]
+            three = len(code) == 3 and code.isdigit()
+            if three and (sep == " " or not sep):
+                lines = self._lines
+                lines.append(line)
+                reply = Reply.from_lines(lines, self._garbage, self._truncated)
+                self._reset_reply()
                 self._ready_at = at
                 return reply
+            if not (three and sep == "-"):
+                self._garbage = True
+            # Keep one slot for the final line, which is always stored.
+            if len(self._lines) < self.max_lines - 1 and self._stored + len(line) <= self.max_stored:
+                self._lines.append(line)
+                self._stored += len(line)
+            else:
+                self._truncated = True
 
     def _split(self):
         """Move the complete lines of the buffer to ``_ready``; False when there are none.
@@ -265,22 +279,3 @@ class ReplyReader:
             lines.insert(0, first.translate(_PRINTABLE).decode("ascii"))
         self._ready = lines
         return True
-
-    def _take_line(self, line):
-        # The line is printable ASCII here, so isdigit() means 0-9.
-        code, sep = line[:3], line[3:4]
-        three = len(code) == 3 and code.isdigit()
-        if three and (sep == " " or not sep):
-            self._lines.append(line)
-            reply = Reply.from_lines(self._lines, self._garbage, self._truncated)
-            self._reset_reply()
-            return reply
-        if not (three and sep == "-"):
-            self._garbage = True
-        # Keep one slot for the final line, which is always stored.
-        if len(self._lines) < self.max_lines - 1 and self._stored + len(line) <= self.max_stored:
-            self._lines.append(line)
-            self._stored += len(line)
-        else:
-            self._truncated = True
-        return None
