@@ -846,42 +846,52 @@ class Client:
         raise AssertionError(f"bad sender state {state}")
 
     def _advance_sender(self):
-        """Postfix's smtp_loop() sender: queue commands until a reply is needed."""
+        """Postfix's smtp_loop() sender: queue commands until a reply is needed.
+
+        A command is built once it is known to go out, or earlier when its
+        length decides whether it still fits the pipelining buffer.
+        """
         txn = self._txn
         if txn is None or txn.done:
             return
+        expect = self._expect
+        pipelining = self.capabilities.pipelining
         bufsize = self.settings.pipelining_bufsize
         while txn.send_state != "LAST":
-            command, next_state, next_index = self._build(txn)
-            ahead = bool(self._expect)
-            check_bufsize = not (ahead and self._expect[0][0] == "DOT"
-                                 and txn.send_state == "QUIT")
-            if txn.syncing or txn.send_state == "DOT" or (ahead and (
-                    not self.pipelining
-                    or (check_bufsize and len(command) + 2 + self._out_len > bufsize))):
-                if ahead:
+            state = txn.send_state
+            command = None
+            if txn.syncing or state == "DOT":
+                wait = True
+            else:
+                command, next_state, next_index = self._build(txn)
+                wait = bool(expect) and (not pipelining or (
+                    len(command) + 2 + self._out_len > bufsize
+                    and not (state == "QUIT" and expect[0][0] == "DOT")))
+            if wait:
+                if expect:
                     txn.syncing = True
                     return                      # resumed when the receiver has caught up
                 txn.syncing = False
-                if ((txn.send_state == "RCPT" and txn.mail_rejected)
-                        or (txn.send_state == "DATA" and txn.nrcpt == 0)
-                        or (txn.send_state == "DOT" and txn.nrcpt < 0)):
-                    txn.send_state = "ABORT"
+                if ((state == "RCPT" and txn.mail_rejected)
+                        or (state == "DATA" and txn.nrcpt == 0)
+                        or (state == "DOT" and txn.nrcpt < 0)):
+                    state = txn.send_state = "ABORT"
+                    command = None
+                elif state == "DOT" and txn.nrcpt > 0:
+                    self._phase = State.BODY
+                    self._emit(ReadyForData(txn.downgrade, self.capabilities.pix_delay_dotcrlf))
+                    return
+                if command is None:
                     command, next_state, next_index = self._build(txn)
-            if txn.send_state == "DOT" and txn.nrcpt > 0:
-                self._phase = State.BODY
-                self._emit(ReadyForData(txn.downgrade, self.capabilities.pix_delay_dotcrlf))
-                return
             self._write_command(command)
-            kind = txn.send_state
-            if kind == "DOT":
+            if state == "DOT":
                 self._expect_dot(txn)
-            elif kind != "QUIT":
-                self._expect.append((kind, txn.send_index))
+            elif state != "QUIT":
+                expect.append((state, txn.send_index))
             else:
                 self._tainted = True
                 if not self.settings.skip_quit_response:
-                    self._expect.append(("QUIT", 0))
+                    expect.append(("QUIT", 0))
             txn.send_state, txn.send_index = next_state, next_index
 
     def _expect_dot(self, txn):
@@ -892,8 +902,9 @@ class Client:
         txn = self._txn
         if txn is None or txn.done or txn.send_state != "LAST":
             return
-        if any(kind != "QUIT" for kind, _ in self._expect):
-            return
+        for kind, _index in self._expect:
+            if kind != "QUIT":
+                return
         self._finish_transaction(txn)
 
     def _finish_transaction(self, txn, sent_nothing=False, close=False):
