@@ -41,8 +41,7 @@ import time
 
 from ..queue import manage, queuefile
 from ..queue.qid import valid_queue_id
-from .common import UsageError, load_config
-from .queue import printable
+from .common import UsageError, load_config, printable
 
 COMMAND = "cat"
 PREFIX = f"postclient/{COMMAND}"

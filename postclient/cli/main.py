@@ -12,29 +12,38 @@ and ``run(args) -> int``; ``map`` hands its arguments to postmap.main() and
 """
 
 import argparse
+import importlib
 import os
 import sys
 
 from ..config.errors import ConfigError
-from . import cat, check, conf, deliver, init, master, queue, sendmail
-from . import super as super_  # not to shadow the builtin
 from .common import UsageError, fatal
 
+# name: (module in postclient/cli, its attribute or None for the module itself, summary).
+# A subcommand's module is imported only when it runs (command()): ``super -H``
+# and ``queue -f`` should not pay for the master, submission and delivery code.
 COMMANDS = {
-    "conf": (conf, "show and edit the configuration, like postconf(1)"),
-    "check": (check, "validate main.cf, master.cf and every lookup table they name"),
-    "deliver": (deliver, "deliver one message from standard input now, without the queue"),
-    "init": (init, "write a default main.cf and master.cf into the configuration directory"),
-    "start": (master.start, "start the master as a daemon, like postfix start"),
-    "start-fg": (master.start_fg, "run the master in the foreground (systemd, containers, make run)"),
-    "stop": (master.stop, "stop the master; children finish their current client first"),
-    "reload": (master.reload, "make the master re-read main.cf and master.cf"),
-    "status": (master.status, "say whether the master runs (exit 0) or not (exit 1)"),
-    "queue": (queue, "list the mail queue (-p, -j) or flush it (-f, -s site), like postqueue(1)"),
-    "super": (super_, "delete, hold, release or requeue queued mail, like postsuper(1)"),
-    "cat": (cat, "show a queue file: envelope, header and body, like postcat(1)"),
-    "sendmail": (sendmail, "submit a message from standard input, like sendmail(1)"),
+    "conf": ("conf", None, "show and edit the configuration, like postconf(1)"),
+    "check": ("check", None, "validate main.cf, master.cf and every lookup table they name"),
+    "deliver": ("deliver", None, "deliver one message from standard input now, without the queue"),
+    "init": ("init", None, "write a default main.cf and master.cf into the configuration directory"),
+    "start": ("master", "start", "start the master as a daemon, like postfix start"),
+    "start-fg": ("master", "start_fg", "run the master in the foreground (systemd, containers, make run)"),
+    "stop": ("master", "stop", "stop the master; children finish their current client first"),
+    "reload": ("master", "reload", "make the master re-read main.cf and master.cf"),
+    "status": ("master", "status", "say whether the master runs (exit 0) or not (exit 1)"),
+    "queue": ("queue", None, "list the mail queue (-p, -j) or flush it (-f, -s site), like postqueue(1)"),
+    "super": ("super", None, "delete, hold, release or requeue queued mail, like postsuper(1)"),
+    "cat": ("cat", None, "show a queue file: envelope, header and body, like postcat(1)"),
+    "sendmail": ("sendmail", None, "submit a message from standard input, like sendmail(1)"),
 }
+
+
+def command(name):
+    """The object with add_arguments() and run() of subcommand ``name``, imported now."""
+    module_name, attribute, _ = COMMANDS[name]
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    return getattr(module, attribute) if attribute else module
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,15 +65,18 @@ def _common_options(parser, suppress_defaults):
                         help="verbose logging")
 
 
-def build_parser():
+def build_parser(wanted=None):
+    """The parser; only the subcommand ``wanted`` gets its arguments (and is
+    imported): the others need just their summary, for the help."""
     parser = _Parser(prog="postclient", description="postclient: outbound SMTP/LMTP relay")
     _common_options(parser, suppress_defaults=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, (module, summary) in COMMANDS.items():
+    for name, (_, _, summary) in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary, add_help=False)
         sub.add_argument("--help", action="help", help="show this help and exit")
         _common_options(sub, suppress_defaults=True)
-        module.add_arguments(sub)
+        if name == wanted:
+            command(name).add_arguments(sub)
     commands.add_parser("map", help="build or query a lookup table, like postmap(1)", add_help=False)
     return parser
 
@@ -91,9 +103,10 @@ def main(argv=None):
             from ..maps import postmap
             return postmap.main(argv[position + 1:])
     position = _command_position(argv)
-    if position is not None and argv[position] == "sendmail":
-        return sendmail.main(argv[position + 1:], argv[:position])
-    parser = build_parser()
+    name = argv[position] if position is not None else None
+    if name == "sendmail":
+        return command(name).main(argv[position + 1:], argv[:position])
+    parser = build_parser(name)
     try:
         args = parser.parse_args(argv)
     except UsageError as error:
@@ -103,9 +116,8 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return os.EX_USAGE
     args.overrides = list(args.overrides) + list(getattr(args, "command_overrides", []))
-    module = COMMANDS[args.command][0]
     try:
-        return module.run(args)
+        return command(args.command).run(args)
     except ConfigError as error:
         fatal(args.command, str(error))
         return os.EX_CONFIG

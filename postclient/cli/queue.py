@@ -1,7 +1,7 @@
 """``postclient queue``: list and flush the mail queue, like postqueue(1) and mailq.
 
 Exports add_arguments(), run(), read_entry(), format_listing(),
-format_json(), os_error_status() and EMPTY_SENDER.  Reads queue_directory
+format_json() and EMPTY_SENDER.  Reads queue_directory
 and ipc_timeout.
 
   -p        (default) the mailq listing, in Postfix's format: one block per
@@ -42,11 +42,10 @@ import sys
 import time
 
 from ..queue import manage, queuefile
-from .common import UsageError, fatal, load_config, warn
+from .common import QMGR_TIMEOUT, UsageError, fatal, load_config, os_error_status, printable, warn
 
 COMMAND = "queue"
 EMPTY_SENDER = "MAILER-DAEMON"
-QMGR_TIMEOUT = 30           # seconds; less when ipc_timeout is shorter
 EX_TEMPFAIL = 75
 
 # showq_compat.c: the short queue ID format Postfix admins know (our IDs are
@@ -55,7 +54,6 @@ _ROW = "{:<11} {:>7} {:<20} {}"
 _HEADING = _ROW.format("-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------")
 _RECIPIENT_INDENT = " " * 41
 _REASON_WIDTH = 76
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _DOMAIN = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$")
 
 
@@ -68,16 +66,6 @@ class Entry:
     message_size: int
     sender: str
     recipients: list        # [(address, delay reason or "")], in listing order
-
-
-def printable(text):
-    """Control characters and undecodable bytes become "?" (Postfix's printable())."""
-    return _UNPRINTABLE.sub("?", text)
-
-
-def os_error_status(error):
-    """The exit status for an OSError that stops a queue tool."""
-    return os.EX_NOPERM if isinstance(error, PermissionError) else os.EX_IOERR
 
 
 def _reason_text(record):

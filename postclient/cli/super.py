@@ -46,8 +46,7 @@ import time
 
 from ..queue import manage
 from ..queue.qid import valid_queue_id
-from .common import UsageError, fatal, load_config, warn
-from .queue import QMGR_TIMEOUT, os_error_status, printable
+from .common import QMGR_TIMEOUT, UsageError, fatal, load_config, os_error_status, printable, warn
 
 COMMAND = "super"
 PREFIX = f"postclient/{COMMAND}"
@@ -100,7 +99,7 @@ class _Run:
         self.wake = False           # active/ changed, or mail was requeued/released
         self.tell_user = False      # ... and the user expects it to move on
         self.stdin_ids = None
-        self.touched = set()        # directories to fsync once, before reporting
+        self.mover = manage.QueueMover(queue_directory)   # fsyncs once, before reporting
 
     def queues(self, action):
         chosen = self.explicit_queues or action.default_queues
@@ -126,8 +125,7 @@ class _Run:
                 done = False
         else:
             mtime = time.time() if action.target in ("deferred", "incoming") else None
-            done = manage.move_message(directory, queue_id, queue_name, action.target, mtime,
-                                       touched=self.touched)
+            done = self.mover.move(queue_id, queue_name, action.target, mtime)
         if done and action.name == "requeue":
             manage.remove_defer_log(directory, queue_id)
         if done:
@@ -163,8 +161,10 @@ class _Run:
         return []               # standard input is read once, as in postsuper
 
     def report(self):
-        manage.sync_directories(self.touched)      # durable before it is reported
-        self.touched.clear()
+        try:
+            self.mover.sync()                       # durable before it is reported
+        finally:
+            self.mover.close()
         for name in REPORT_ORDER:
             count = self.counts[name]
             if count:

@@ -2,7 +2,7 @@
 
 Exports the queue-name tuples MESSAGE_QUEUES, LISTING_ORDER and
 SEARCH_ORDER; message_path(), queue_ids(), walk(), find_message();
-move_message(), delete_message(), remove_defer_log(),
+move_message(), QueueMover, delete_message(), remove_defer_log(),
 remove_orphan_status_logs(); current_delay_reasons(); notify_qmgr(),
 QmgrUnavailable, QMGR_PROTOCOL and QMGR_VERSION.  Used by
 ``postclient queue``, ``super`` and ``cat`` (postclient/cli/), and meant for
@@ -29,6 +29,7 @@ Conventions shared with the queue manager (docs/queue-tools.md):
 """
 
 import os
+import stat
 import time
 
 from .. import ipc
@@ -54,11 +55,15 @@ def _check_queue_name(queue_name):
         raise ValueError(f"unknown queue {queue_name!r}")
 
 
-def message_path(queue_directory, queue_name, queue_id):
-    """Where the file of ``queue_id`` lives (or would live) in ``queue_name``."""
+def _check_message(queue_name, queue_id):
     _check_queue_name(queue_name)
     if not valid_queue_id(queue_id):
         raise ValueError(f"invalid queue ID {queue_id!r}")
+
+
+def message_path(queue_directory, queue_name, queue_id):
+    """Where the file of ``queue_id`` lives (or would live) in ``queue_name``."""
+    _check_message(queue_name, queue_id)
     return os.path.join(queue_directory, queue_name, queue_id)
 
 
@@ -125,43 +130,97 @@ def _ensure_queue(queue_directory, queue_name):
     return directory
 
 
-def move_message(queue_directory, queue_id, from_queue, to_queue, mtime=None, touched=None):
-    """Move a message file between queues; True if moved, False if it was not there.
+class QueueMover:
+    """Moves messages between queues, many at a time (``postclient super -H ALL``).
 
-    ``mtime`` (seconds), when given, is set before the rename, so that the
-    file appears in ``to_queue`` with it already (deferred/: the time of the
-    next attempt).  The destination queue directory is created if missing.
-    FileExistsError if ``to_queue`` already holds that ID (never replaced).
-    With ``touched`` (a set), the two directories are added to it instead of
-    being fsynced now: a batch fsyncs each once at the end (sync_directories).
+    Each queue directory is opened once and every utime, lstat and rename is
+    made relative to its descriptor, so a message costs those three system
+    calls and no path lookups; sync() fsyncs each directory that changed
+    once, through the same descriptors.  A move is durable only after
+    sync(); report nothing as done before it.  close() when finished.
     """
-    source = message_path(queue_directory, from_queue, queue_id)
-    target = message_path(queue_directory, to_queue, queue_id)
-    if source == target:
-        return os.path.isfile(source)
-    try:
-        if mtime is not None:
-            os.utime(source, (mtime, mtime))
-        elif not os.path.isfile(source):
+
+    def __init__(self, queue_directory):
+        self.queue_directory = queue_directory
+        self._descriptors = {}
+        self._touched = {}          # queue names, in order, to fsync
+
+    def _descriptor(self, queue_name, create=False):
+        descriptor = self._descriptors.get(queue_name)
+        if descriptor is None:
+            directory = (_ensure_queue(self.queue_directory, queue_name) if create
+                         else os.path.join(self.queue_directory, queue_name))
+            descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            self._descriptors[queue_name] = descriptor
+        return descriptor
+
+    def move(self, queue_id, from_queue, to_queue, mtime=None):
+        """Move one message file; True if moved, False if it was not there.
+
+        ``mtime`` (seconds), when given, is set before the rename, so that
+        the file appears in ``to_queue`` with it already (deferred/: the time
+        of the next attempt).  The destination queue directory is created if
+        missing.  FileExistsError if ``to_queue`` already holds that ID
+        (never replaced).
+        """
+        _check_message(from_queue, queue_id)
+        _check_queue_name(to_queue)
+        if from_queue == to_queue:
+            return os.path.isfile(message_path(self.queue_directory, from_queue, queue_id))
+        try:
+            source = self._descriptor(from_queue)
+            if mtime is not None:
+                os.utime(queue_id, (mtime, mtime), dir_fd=source)
+            elif not _is_file(queue_id, source):
+                return False
+            target = self._descriptor(to_queue, create=True)
+            if _exists(queue_id, target):
+                raise FileExistsError(f"{to_queue}/{queue_id} already exists")
+            os.rename(queue_id, queue_id, src_dir_fd=source, dst_dir_fd=target)
+        except FileNotFoundError:
             return False
-        target_directory = _ensure_queue(queue_directory, to_queue)
-        if os.path.lexists(target):
-            raise FileExistsError(f"{to_queue}/{queue_id} already exists")
-        os.rename(source, target)
+        self._touched[to_queue] = self._touched[from_queue] = None
+        return True
+
+    def sync(self):
+        """fsync each directory changed since the last sync(), once."""
+        for queue_name in self._touched:
+            os.fsync(self._descriptors[queue_name])
+        self._touched.clear()
+
+    def close(self):
+        for descriptor in self._descriptors.values():
+            os.close(descriptor)
+        self._descriptors.clear()
+
+
+def _is_file(name, directory_descriptor):
+    """os.path.isfile() relative to an open directory."""
+    try:
+        return stat.S_ISREG(os.stat(name, dir_fd=directory_descriptor).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _exists(name, directory_descriptor):
+    """os.path.lexists() relative to an open directory."""
+    try:
+        os.lstat(name, dir_fd=directory_descriptor)
     except FileNotFoundError:
         return False
-    if touched is not None:
-        touched.update((target_directory, os.path.dirname(source)))
-    else:
-        queuefile.fsync_directory(target_directory)
-        queuefile.fsync_directory(os.path.dirname(source))
     return True
 
 
-def sync_directories(directories):
-    """fsync each directory once (the end of a batch of move_message calls)."""
-    for directory in sorted(directories):
-        queuefile.fsync_directory(directory)
+def move_message(queue_directory, queue_id, from_queue, to_queue, mtime=None):
+    """Move one message file between queues durably (QueueMover.move(), then
+    an fsync of both directories); True if moved, False if it was not there."""
+    mover = QueueMover(queue_directory)
+    try:
+        moved = mover.move(queue_id, from_queue, to_queue, mtime)
+        mover.sync()
+        return moved
+    finally:
+        mover.close()
 
 
 def delete_message(queue_directory, queue_id, queue_name):

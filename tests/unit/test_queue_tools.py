@@ -611,6 +611,31 @@ def test_move_message_is_one_rename_that_never_replaces(qdir):
         manage.move_message(str(qdir), ID1, "deferred", "defer")
 
 
+
+def test_queue_mover_fsyncs_each_directory_once_after_many_moves(qdir, monkeypatch):
+    for queue_id in (ID1, ID2, ID3):
+        put(qdir, "hold", queue_id)
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+                        or real_fsync(fd))
+    mover = manage.QueueMover(str(qdir))
+    try:
+        assert [mover.move(i, "hold", "deferred", mtime=3000) for i in (ID1, ID2, ID3, ID4)] == [
+            True, True, True, False]
+        assert synced == []                     # not durable yet: nothing may be reported
+        mover.sync()
+        assert sorted(synced) == [str(qdir / "deferred"), str(qdir / "hold")]
+        put(qdir, "hold", ID1)
+        with pytest.raises(FileExistsError):
+            mover.move(ID1, "hold", "deferred")
+        os.rmdir(qdir / "incoming")
+        assert mover.move(ID4, "incoming", "deferred") is False     # no such queue directory
+    finally:
+        mover.close()
+    assert files(qdir, "deferred") == [ID1, ID2, ID3] and files(qdir, "hold") == [ID1]
+    assert {os.stat(qdir / "deferred" / i).st_mtime for i in (ID1, ID2, ID3)} == {3000}
+
 def test_find_message_and_walk(qdir):
     put(qdir, "deferred", ID2)
     put(qdir, "active", ID1)
