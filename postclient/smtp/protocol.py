@@ -311,6 +311,14 @@ class Client:
             capabilities = Capabilities.from_dict(capabilities)
         return cls(settings, _resume=capabilities)
 
+    def continue_ready(self):
+        """Instead of the RSET probe: a resumed core for a session this process
+        itself left READY moments ago (the next message of a batched request);
+        queues the Ready event that run_session() starts from."""
+        if self._expect or self._phase != State.READY:
+            raise RuntimeError("continue_ready() needs a resumed core")
+        self._enter_ready()
+
     # --- introspection -----------------------------------------------------------
     @property
     def state(self):
