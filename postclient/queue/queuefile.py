@@ -24,7 +24,9 @@ must not be lost before a done mark (bounce and trace records) is fsynced
 first by statuslog.append_status().
 """
 
+import ctypes
 import dataclasses
+import logging
 import os
 import re
 
@@ -93,7 +95,6 @@ def fsync_directory(path):
 
 def _sync_filesystem(path):
     """Flush the file system that holds ``path`` (syncfs(2); sync(2) where it is missing)."""
-    import ctypes       # here: the queue tools import this module and never need it
     descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -338,7 +339,6 @@ def move_to_corrupt(queue_directory, path, reason):
     The queue must go on: a bad file is set aside for the operator, not
     retried and not allowed to stop anything (security rule 15).
     """
-    import logging      # here, like ctypes above: not for the queue tools
     queue_id = os.path.basename(path)
     target = os.path.join(queue_directory, "corrupt", queue_id)
     try:
