@@ -112,6 +112,7 @@ smtp_tls_cipherlist | str | | | Obsolete: OpenSSL cipher list for TLS
 # --- resource and rate controls --------------------------------------------
 smtp_destination_concurrency_limit | int | $default_destination_concurrency_limit | 0.. | Maximal parallel deliveries to one destination via smtp
 smtp_destination_recipient_limit | int | $default_destination_recipient_limit | 0.. | Maximal recipients per delivery via smtp
+smtp_delivery_batch_limit | int | $default_delivery_batch_limit | 0.. | Maximal messages per delivery request via smtp (postclient)
 smtp_connect_timeout | time:s | 30s | 0.. | Time limit for completing a TCP connection (0 = the system's limit)
 smtp_helo_timeout | time:s | 300s | 1s.. | Time limit for the greeting and the reply to EHLO/HELO
 smtp_mail_timeout | time:s | 300s | 1s.. | Time limit for the reply to MAIL FROM
@@ -195,6 +196,9 @@ qmgr_message_recipient_limit | int | 20000 | 1.. | Maximal recipients held in me
 initial_destination_concurrency | int | 5 | 1.. | Parallel deliveries to a destination when it starts
 default_destination_concurrency_limit | int | 20 | 1.. | Maximal parallel deliveries to one destination
 default_destination_recipient_limit | int | 50 | 1.. | Maximal recipients per delivery request
+default_delivery_batch_limit | int | 20 | 1.. | Maximal messages per delivery request, for a destination with a backlog (postclient; 1 = as Postfix)
+lmtp_delivery_batch_limit | int | $default_delivery_batch_limit | 0.. | Maximal messages per delivery request via lmtp (postclient)
+relay_delivery_batch_limit | int | $default_delivery_batch_limit | 0.. | Maximal messages per delivery request via relay (postclient)
 lmtp_destination_concurrency_limit | int | $default_destination_concurrency_limit | 0.. | Maximal parallel deliveries to one destination via lmtp
 lmtp_destination_recipient_limit | int | $default_destination_recipient_limit | 0.. | Maximal recipients per delivery via lmtp
 relay_destination_concurrency_limit | int | $default_destination_concurrency_limit | 0.. | Maximal parallel deliveries to one destination via relay
@@ -214,6 +218,7 @@ maillog_file | str | | | Log to this file instead of syslog (/dev/stdout for con
 SMTP_ONLY = frozenset({
     "smtp_always_send_ehlo", "smtp_never_send_ehlo",
     "smtp_destination_concurrency_limit", "smtp_destination_recipient_limit",
+    "smtp_delivery_batch_limit",
 })
 
 # Mirror names that are not simply smtp_ -> lmtp_ (Postfix's own spelling).

@@ -34,6 +34,7 @@ when it is activated (an agent of a crashed queue manager is still at work)
 is deferred instead of being sent a second time.
 """
 
+import collections
 import fcntl
 import logging
 import os
@@ -51,6 +52,7 @@ from .scheduler import Scheduler
 
 PROTOCOL = "qmgr"
 VERSION = 1
+ACTIVATION_CHUNK = 50       # files activated between two looks at the event loop
 log = logging.getLogger("postclient.qmgr")
 
 
@@ -60,6 +62,10 @@ class ActiveMessage:
         self.path = path
         self.outstanding = 0
         self.cancelled = False
+        # A first pass whose requests all came back with every recipient sent or
+        # done: nothing is pending and nothing bounced, so finish() need not
+        # re-read the file (the agents reply only after their done marks).
+        self.clean = True
 
     @property
     def queue_id(self):
@@ -72,28 +78,34 @@ class QueueManager:
         self.queue_directory = queue_directory
         self.listen_socket = listen_socket
         self.lifeline_fd = lifeline_fd
+        self._limits = {}
         self.router = Router(config)
         self.notices = Notices(config, queue_directory)
         self.scheduler = Scheduler(
             config.get("initial_destination_concurrency"),
             lambda transport: self._per_transport(transport, "destination_concurrency_limit"),
-            lambda transport: self._per_transport(transport, "destination_recipient_limit"))
+            lambda transport: self._per_transport(transport, "destination_recipient_limit"),
+            lambda transport: self._per_transport(transport, "delivery_batch_limit"))
         self.active = {}                      # queue id -> ActiveMessage
         self.results = queue_module.SimpleQueue()
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         self.threads = set()
         self.stopping = False
-        self.incoming_backlog = False
+        self.candidates = collections.deque()   # (source queue, queue id) to activate
+        self.candidate_ids = set()
         self.next_deferred_scan = 0.0
 
     def _per_transport(self, transport, suffix):
+        """<transport>_<suffix>, else default_<suffix> (a Config never changes: cached)."""
         name = f"{transport}_{suffix}"
-        try:
-            value = self.config.get(name) if self.config.raw(name) else None
-        except Exception:
-            value = None
-        return value if isinstance(value, int) else self.config.get(f"default_{suffix}")
+        if name not in self._limits:
+            try:
+                value = self.config.get(name) if self.config.raw(name) else None
+            except Exception:
+                value = None
+            self._limits[name] = value if isinstance(value, int) else self.config.get(f"default_{suffix}")
+        return self._limits[name]
 
     def path(self, queue_name, queue_id=""):
         return os.path.join(self.queue_directory, queue_name, queue_id)
@@ -131,44 +143,51 @@ class QueueManager:
         return sorted(n for n in names if not n.startswith("."))
 
     # --- scanning ---------------------------------------------------------------------
+    # A scan only lists what is due; the loop activates ACTIVATION_CHUNK files at a
+    # time between its other work, so deliveries start while a large queue is read.
     def scan_incoming(self):
         for queue_id in self._listing("incoming"):
-            if not self._room():
-                self.incoming_backlog = True
-                return
-            if queue_id not in self.active:
-                self.activate("incoming", queue_id)
-        self.incoming_backlog = False
+            self._offer("incoming", queue_id)
 
-    def scan_deferred(self, now, site=None):
+    def scan_deferred(self, now, site=None, everything=False):
+        """Offer deferred mail that is due (``everything``: all of it, as a flush)."""
         for queue_id in self._listing("deferred"):
-            if not self._room():
-                return
-            path = self.path("deferred", queue_id)
-            try:
-                due = os.stat(path).st_mtime <= now
-            except FileNotFoundError:
+            if queue_id in self.candidate_ids:
                 continue
-            if due and (site is None or self._concerns_site(path, site)):
-                self.activate("deferred", queue_id)
+            path = self.path("deferred", queue_id)
+            if not everything:
+                try:
+                    if os.stat(path).st_mtime > now:
+                        continue
+                except FileNotFoundError:
+                    continue
+            if site is None or self._concerns_site(path, site):
+                self._offer("deferred", queue_id)
+
+    def _offer(self, source, queue_id):
+        if queue_id not in self.candidate_ids and queue_id not in self.active:
+            self.candidate_ids.add(queue_id)
+            self.candidates.append((source, queue_id))
+
+    def activate_candidates(self, limit=None):
+        """Activate offered files while there is room; at most ``limit`` (ACTIVATION_CHUNK)."""
+        count = 0
+        while self.candidates and self._room() and count < (limit or ACTIVATION_CHUNK):
+            source, queue_id = self.candidates.popleft()
+            self.candidate_ids.discard(queue_id)
+            if queue_id not in self.active:
+                self.activate(source, queue_id)
+                count += 1
 
     def flush(self, site=None):
-        """postclient queue -f / -s: make deferred mail due now and scan it.
+        """postclient queue -f / -s: deferred mail (for the site) is due now.
 
         A full flush also revives suspended destinations and throttled
         transports, so that mail to a server that is back goes out at once.
         """
         if site is None:
             self.scheduler.revive()
-        now = time.time()
-        for queue_id in self._listing("deferred"):
-            path = self.path("deferred", queue_id)
-            if site is None or self._concerns_site(path, site):
-                try:
-                    os.utime(path, (now, now))
-                except FileNotFoundError:
-                    pass
-        self.scan_deferred(now, site)
+        self.scan_deferred(time.time(), site, everything=True)
 
     def _concerns_site(self, path, site):
         try:
@@ -208,6 +227,9 @@ class QueueManager:
         message = ActiveMessage(queued, path)
         self.active[queue_id] = message
         pending = queued.pending()
+        # An earlier pass (or a crashed queue manager) may have left bounce
+        # records for done recipients: only a first pass may skip the re-read.
+        message.clean = len(pending) == len(queued.recipients)
         if source == "incoming":
             log.info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", queue_id, queued.sender,
                      queued.content_size, len(pending))
@@ -249,23 +271,32 @@ class QueueManager:
 
     # --- deliveries -------------------------------------------------------------------
     def start_deliveries(self):
-        for job in self.scheduler.ready(time.time()):
-            thread = threading.Thread(target=self._deliver, args=(job,), daemon=True)
+        for batch in self.scheduler.ready(time.time()):
+            thread = threading.Thread(target=self._deliver, args=(batch,), daemon=True)
             self.threads.add(thread)
             thread.start()
 
-    def _deliver(self, job):
-        socket_path = self.path("private", job.transport)
+    def _deliver(self, batch):
+        socket_path = self.path("private", batch.transport)
+        timeout = self.config.get("ipc_timeout")
         try:
-            reply = agent_client.deliver_request(
-                socket_path, "active", job.message.queue_id, job.nexthop, job.offsets,
-                timeout=self.config.get("ipc_timeout"),
-                use_cached_connection=job.cache_flags, store_connection=job.cache_flags)
-            self.results.put((job, reply, None))
+            if len(batch.jobs) == 1:
+                (job,) = batch.jobs
+                replies = [agent_client.deliver_request(
+                    socket_path, "active", job.message.queue_id, batch.nexthop, job.offsets,
+                    timeout=timeout, use_cached_connection=batch.cache_flags,
+                    store_connection=batch.cache_flags)]
+            else:
+                replies = agent_client.deliver_batch(
+                    socket_path, batch.nexthop,
+                    [("active", job.message.queue_id, job.offsets) for job in batch.jobs],
+                    timeout=timeout, use_cached_connection=batch.cache_flags,
+                    store_connection=batch.cache_flags)
+            self.results.put((batch, replies, None))
         except agent_client.AgentError as error:
-            self.results.put((job, None, str(error)))
-        except Exception as error:          # never lose track of a job
-            self.results.put((job, None, f"{type(error).__name__}: {error}"))
+            self.results.put((batch, None, str(error)))
+        except Exception as error:          # never lose track of a request
+            self.results.put((batch, None, f"{type(error).__name__}: {error}"))
         finally:
             self.threads.discard(threading.current_thread())
             os.write(self.wake_write, b"x")
@@ -273,39 +304,55 @@ class QueueManager:
     def handle_results(self):
         while True:
             try:
-                job, reply, error = self.results.get_nowait()
+                batch, replies, error = self.results.get_nowait()
             except queue_module.Empty:
                 return
-            self._job_done(job, reply, error)
+            self._batch_done(batch, replies, error)
 
-    def _job_done(self, job, reply, error):
+    def _batch_done(self, batch, replies, error):
         now = time.time()
-        message = job.message
         if error is not None:
-            self.scheduler.finished(job, ok=False)
+            self.scheduler.finished(batch, ok=False)
             reason = ("4.3.0", f"mail transport unavailable: {error}")
-            log.warning("%s: %s transport problem: %s", message.queue_id, job.transport, error)
-            self._defer_job(job, reason)
+            log.warning("%s: %s transport problem: %s", batch.jobs[0].message.queue_id,
+                        batch.transport, error)
+            for job in batch.jobs:
+                self._defer_job(job, reason)
             until = now + self.config.get("transport_retry_time")
-            for waiting in self.scheduler.throttle_transport(job.transport, reason, until):
+            for waiting in self.scheduler.throttle_transport(batch.transport, reason, until):
                 self._defer_job(waiting, reason)
                 self._job_finished(waiting.message)
-        elif reply["status"] == "corrupt":
-            self.scheduler.finished(job, ok=False)
-            message.cancelled = True
-        elif reply["status"] != "ok":
-            self.scheduler.finished(job, ok=False)
-            self._defer_job(job, ("4.3.0", f"mail system configuration error: {reply.get('reason')}"))
+            for job in batch.jobs:
+                self._job_finished(job.message)
+            return
+        down = next((r["destination_down"] for r in replies
+                     if r.get("status") == "ok" and r.get("destination_down")), None)
+        self.scheduler.finished(batch, ok=down is None and all(
+            r.get("status") in ("ok", "skipped") for r in replies))
+        skipped = []
+        for job, reply in zip(batch.jobs, replies):
+            status = reply.get("status")
+            if status == "corrupt":
+                job.message.cancelled = True
+            elif status == "skipped":
+                skipped.append(job)
+                continue
+            elif status != "ok":
+                self._defer_job(job, ("4.3.0", f"mail system configuration error: {reply.get('reason')}"))
+            elif not all(r.get("status") in ("sent", "done") for r in reply["results"]) \
+                    or len(reply["results"]) < len(job.offsets):
+                job.message.clean = False
+            self._job_finished(job.message)
+        if down is not None:
+            reason = (down["dsn"], f"delivery temporarily suspended: {down['text']}")
+            until = now + self.config.get("minimal_backoff_time")
+            for waiting in skipped + self.scheduler.suspend(batch.key, reason, until):
+                self._defer_job(waiting, reason)
+                self._job_finished(waiting.message)
         else:
-            down = reply.get("destination_down")
-            self.scheduler.finished(job, ok=down is None)
-            if down is not None:
-                reason = (down["dsn"], f"delivery temporarily suspended: {down['text']}")
-                until = now + self.config.get("minimal_backoff_time")
-                for waiting in self.scheduler.suspend(job.key, reason, until):
-                    self._defer_job(waiting, reason)
-                    self._job_finished(waiting.message)
-        self._job_finished(message)
+            for job in skipped:         # not attempted, for no reason the agent gave
+                self._defer_job(job, ("4.3.0", "delivery request not completed"))
+                self._job_finished(job.message)
 
     def _job_finished(self, message):
         message.outstanding -= 1
@@ -319,6 +366,7 @@ class QueueManager:
                                *reason)
 
     def _defer_recipients(self, message, recipients, dsn, text):
+        message.clean = False
         now = time.time()
         for recipient in recipients:
             record = statuslog.StatusRecord(
@@ -339,18 +387,21 @@ class QueueManager:
         del self.active[message.queue_id]
         if message.cancelled:
             return
-        try:
-            queued = queuefile.read_queue_file(message.path)
-        except FileNotFoundError:
-            # deleted or moved meanwhile (postclient super -d/-h/-r): a requeued
-            # message is waiting in incoming/
-            self.scan_incoming()
-            return
-        except queuefile.CorruptQueueFile as error:
-            queuefile.move_to_corrupt(self.queue_directory, message.path, str(error))
-            return
+        if message.clean:
+            queued = message.queued     # nothing pending or bounced: as activated
+        else:
+            try:
+                queued = queuefile.read_queue_file(message.path)     # the truth
+            except FileNotFoundError:
+                # deleted or moved meanwhile (postclient super -d/-h/-r): a requeued
+                # message is waiting in incoming/
+                self.scan_incoming()
+                return
+            except queuefile.CorruptQueueFile as error:
+                queuefile.move_to_corrupt(self.queue_directory, message.path, str(error))
+                return
         queue_id = queued.queue_id
-        pending = queued.pending()
+        pending = [] if message.clean else queued.pending()
         now = time.time()
         age = now - queued.arrival_time
         lifetime = self.config.get("maximal_queue_lifetime" if queued.sender else "bounce_queue_lifetime")
@@ -358,15 +409,20 @@ class QueueManager:
             self._expire(queued, pending, now)
             pending = []
         notices = []
-        bounced = statuslog.read_status(self.queue_directory, "bounce", queue_id)
+        bounced = [] if message.clean else statuslog.read_status(self.queue_directory, "bounce", queue_id)
         if bounced:
             notices += self.notices.bounce(queued, bounced)
             self._remove_log("bounce", queue_id)
         if not pending:
-            traced = statuslog.read_status(self.queue_directory, "trace", queue_id)
-            if traced:
-                notices += self.notices.success(queued, traced)
-            os.unlink(message.path)
+            if not message.clean or any("SUCCESS" in r.notify.upper() for r in queued.recipients):
+                traced = statuslog.read_status(self.queue_directory, "trace", queue_id)
+                if traced:
+                    notices += self.notices.success(queued, traced)
+            try:
+                os.unlink(message.path)
+            except FileNotFoundError:
+                self.scan_incoming()    # moved meanwhile (postclient super -h/-r)
+                return
             statuslog.remove_status(self.queue_directory, queue_id)
             log.info("%s: removed", queue_id)
         else:
@@ -374,8 +430,8 @@ class QueueManager:
             backoff = min(max(age, self.config.get("minimal_backoff_time")),
                           self.config.get("maximal_backoff_time"))
             self._move(queue_id, "active", "deferred", mtime=now + backoff)
-        if notices or self.incoming_backlog:
-            self.scan_incoming()            # the notices just queued, and mail that waited for room
+        if notices:
+            self.scan_incoming()            # the notices just queued
 
     def _remove_log(self, kind, queue_id):
         try:
@@ -458,12 +514,16 @@ class QueueManager:
                 self.next_deferred_scan = now + self.config.get("queue_run_delay")
                 self.scheduler.forget_idle(now)
             if not self.stopping:
+                self.activate_candidates()
                 self.start_deliveries()
             if self.stopping and not self.threads:
                 self.handle_results()
                 if not self.threads:
                     return
-            timeout = max(0.05, min(self.next_deferred_scan - time.time(), 1.0))
+            if self.candidates and self._room() and not self.stopping:
+                timeout = 0             # more to activate: only look at the events
+            else:
+                timeout = max(0.05, min(self.next_deferred_scan - time.time(), 1.0))
             for key, _ in selector.select(timeout):
                 if key.data == "wake":
                     try:

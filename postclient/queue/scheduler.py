@@ -1,11 +1,12 @@
 """Which delivery to start next: per-destination queues, concurrency and suspension.
 
-Exports Job, Destination and Scheduler.  Pure logic (no I/O, no clock of
+Exports Job, Batch, Destination and Scheduler.  Pure logic (no I/O, no clock of
 its own: callers pass ``now``), so that the queue manager's decisions can be
 tested directly.  Reads, through the limits the queue manager passes:
 initial_destination_concurrency, <transport>_destination_concurrency_limit
 (default_destination_concurrency_limit), <transport>_destination_recipient_limit
-(default_destination_recipient_limit), min backoff and transport_retry_time.
+(default_destination_recipient_limit), <transport>_delivery_batch_limit
+(default_delivery_batch_limit), min backoff and transport_retry_time.
 
 Like Postfix's qmgr: a destination is (transport, next-hop); it starts with
 initial_destination_concurrency parallel deliveries and gains one per
@@ -16,6 +17,15 @@ suspended: <reason>", and new ones are deferred the same way until the
 suspension ends.  A delivery agent that crashes throttles its whole
 transport for transport_retry_time in the same way.  The "use/store cached
 connection" flags are set while a destination has a backlog.
+
+Batches (postclient's own; Postfix sends one message per request).  A
+concurrency slot is one delivery request, and a request may carry several
+jobs (messages) for its destination, which the agent delivers in turn over
+one session.  While a destination has more waiting jobs than free slots, each
+request takes its share of the backlog, at most the transport's batch limit;
+without a backlog every request carries one job, exactly as in Postfix.  The
+concurrency window still counts requests (parallel sessions), and grows or
+shrinks once per request.
 """
 
 import collections
@@ -35,6 +45,23 @@ class Job:
     @property
     def key(self):
         return (self.transport, self.nexthop)
+
+
+@dataclasses.dataclass(eq=False)
+class Batch:
+    """One delivery request: jobs for one destination, delivered in turn by one agent."""
+
+    key: tuple
+    jobs: list
+    cache_flags: bool = False
+
+    @property
+    def transport(self):
+        return self.key[0]
+
+    @property
+    def nexthop(self):
+        return self.key[1]
 
 
 class Destination:
@@ -59,11 +86,14 @@ class Destination:
 
 
 class Scheduler:
-    def __init__(self, initial_concurrency, concurrency_limit, recipient_limit):
-        """``concurrency_limit`` and ``recipient_limit``: callables transport -> int."""
+    def __init__(self, initial_concurrency, concurrency_limit, recipient_limit,
+                 batch_limit=lambda transport: 1):
+        """``concurrency_limit``, ``recipient_limit`` and ``batch_limit``: callables
+        transport -> int."""
         self.initial = initial_concurrency
         self.concurrency_limit = concurrency_limit
         self.recipient_limit = recipient_limit
+        self.batch_limit = batch_limit
         self.destinations = {}
         self.transport_throttled = {}      # transport -> (until, reason)
 
@@ -92,20 +122,28 @@ class Scheduler:
         self.destination(job.key).todo.append(job)
 
     def ready(self, now):
-        """Jobs to start now, each counted as busy; in destination order, FIFO within."""
+        """Batches to start now, each counted as busy; in destination order, FIFO within."""
         started = []
         for destination in self.destinations.values():
             if destination.suspended(now) or now < self.transport_throttled.get(destination.key[0], (0,))[0]:
                 continue
+            free = destination.window - destination.busy
+            if free <= 0 or not destination.todo:
+                continue
+            limit = max(1, self.batch_limit(destination.key[0]) or 1)
+            size = min(limit, max(1, -(-len(destination.todo) // free)))   # the backlog's share
             while destination.todo and destination.busy < destination.window:
-                job = destination.todo.popleft()
-                job.cache_flags = bool(destination.todo) or destination.busy > 0
+                jobs = [destination.todo.popleft() for _ in range(min(size, len(destination.todo)))]
+                cache_flags = bool(destination.todo) or destination.busy > 0
+                for job in jobs:
+                    job.cache_flags = cache_flags
                 destination.busy += 1
-                started.append(job)
+                started.append(Batch(destination.key, jobs, cache_flags))
         return started
 
-    def finished(self, job, ok):
-        destination = self.destination(job.key)
+    def finished(self, batch, ok):
+        """A request (Batch) is back; ``ok`` grows the window, else it shrinks."""
+        destination = self.destination(batch.key)
         destination.busy -= 1
         if ok:
             destination.success()

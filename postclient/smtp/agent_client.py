@@ -1,6 +1,6 @@
 """Client side of the delivery protocol: ask an smtp/lmtp service to deliver.
 
-Exports deliver_request() and AgentError.  Used by the queue manager and by
+Exports deliver_request(), deliver_batch() and AgentError.  Used by the queue manager and by
 tests; the protocol is in docs/protocols.md.
 
 The caller names the queue file and the recipients by their record offsets;
@@ -30,6 +30,44 @@ def deliver_request(socket_path, queue_name, queue_id, nexthop, offsets, *, time
     many minutes (several servers, each with its own timeouts), so callers pass
     something like ipc_timeout, not a short value.
     """
+    reply = _exchange(socket_path, {
+        "request": "deliver", "queue_name": queue_name, "queue_id": queue_id,
+        "nexthop": nexthop, "recipients": [{"offset": offset} for offset in offsets],
+        "flags": {"use_cached_connection": use_cached_connection,
+                  "store_connection": store_connection},
+    }, timeout)
+    _check(reply, socket_path)
+    return reply
+
+
+def deliver_batch(socket_path, nexthop, messages, *, timeout, use_cached_connection=False,
+                  store_connection=False):
+    """One request for several messages to one next-hop; returns their replies in order.
+
+    ``messages``: (queue_name, queue_id, offsets) tuples.  Each reply is what
+    deliver_request() would return for that message alone, or
+    {"status": "skipped"} for one the agent did not attempt (the destination
+    went down earlier in the batch).  ``timeout`` bounds the whole batch.
+    """
+    reply = _exchange(socket_path, {
+        "request": "deliver", "nexthop": nexthop,
+        "messages": [{"queue_name": name, "queue_id": queue_id,
+                      "recipients": [{"offset": offset} for offset in offsets]}
+                     for name, queue_id, offsets in messages],
+        "flags": {"use_cached_connection": use_cached_connection,
+                  "store_connection": store_connection},
+    }, timeout)
+    replies = reply.get("messages")
+    if reply.get("status") == "error" and not replies:
+        raise AgentError(f"{socket_path}: batch refused: {reply.get('reason')}")
+    if reply.get("status") != "ok" or not isinstance(replies, list) or len(replies) != len(messages):
+        raise AgentError(f"{socket_path}: malformed reply")
+    for each in replies:
+        _check(each, socket_path, ("ok", "error", "corrupt", "skipped"))
+    return replies
+
+
+def _exchange(socket_path, request, timeout):
     deadline = time.monotonic() + timeout
     try:
         sock = ipc.connect_unix(socket_path, deadline)
@@ -37,17 +75,15 @@ def deliver_request(socket_path, queue_name, queue_id, nexthop, offsets, *, time
         raise AgentError(str(error)) from None
     try:
         ipc.expect_protocol(sock, PROTOCOL, VERSION, deadline)
-        ipc.send_message(sock, {
-            "request": "deliver", "queue_name": queue_name, "queue_id": queue_id,
-            "nexthop": nexthop, "recipients": [{"offset": offset} for offset in offsets],
-            "flags": {"use_cached_connection": use_cached_connection,
-                      "store_connection": store_connection},
-        }, deadline)
-        reply = ipc.receive_message(sock, deadline)
+        ipc.send_message(sock, request, deadline)
+        return ipc.receive_message(sock, deadline)
     except ipc.IpcError as error:
         raise AgentError(f"{socket_path}: {error}") from None
     finally:
         sock.close()
-    if reply.get("status") not in ("ok", "error", "corrupt") or not isinstance(reply.get("results"), list):
+
+
+def _check(reply, socket_path, statuses=("ok", "error", "corrupt")):
+    if not isinstance(reply, dict) or reply.get("status") not in statuses \
+            or not isinstance(reply.get("results"), list):
         raise AgentError(f"{socket_path}: malformed reply")
-    return reply

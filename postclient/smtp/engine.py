@@ -22,7 +22,9 @@ places marked "connection cache": cached sessions before new connections,
 "save (or keep) instead of QUIT" after each session, and finish() at the
 end of the request.  Without caching (RequestCache.active false) every hook
 is a no-op.  With ``hold_idle`` (the agent's serve loop) the last idle
-session stays in the process for the next request (reuse.py).
+session stays in the process for the next request (reuse.py); with
+``batch`` (the messages of one batched delivery request), the next message
+of the batch continues that session without a probe.
 
 A Config never changes within a process, so what it gives every request
 alike (resolver settings, the core's base Settings, SessionOptions, the
@@ -85,7 +87,7 @@ def _status(failure):
 class _Delivery:
     """State of one request across all its sites and servers."""
 
-    def __init__(self, config, request, protocol, on_result, hold_idle=False):
+    def __init__(self, config, request, protocol, on_result, hold_idle=False, batch=None):
         self.config = config
         self.request = request
         self.protocol = protocol
@@ -113,7 +115,7 @@ class _Delivery:
             config.expand(self.param("smtp_discard_ehlo_keyword_address_maps"))))
         self.ready_at = {}            # recipient index -> when its session was ready for MAIL
         self.logged = set()
-        self.cache = reuse.RequestCache(config, request, protocol, hold=hold_idle)
+        self.cache = reuse.RequestCache(config, request, protocol, hold=hold_idle, batch=batch)
 
     def param(self, name):
         return protocol_name(name, self.protocol)
@@ -373,11 +375,13 @@ class _Delivery:
                 f"dsn={result.dsn}, status={result.status} ({result.text})")
 
 
-def deliver(config, request, protocol="smtp", on_result=None, hold_idle=False):
+def deliver(config, request, protocol="smtp", on_result=None, hold_idle=False, batch=None):
     """Deliver ``request`` (a request.DeliveryRequest); returns an Outcome.
 
     ``hold_idle`` (the delivery agent's serve loop): a session that would go to
     scache stays in this process for the next request (reuse.py, "In-process
     reuse"); without it the session is saved to scache before this returns.
+    ``batch``: any object that stands for one batched delivery request, the
+    same for each of its messages (reuse.RequestCache).
     """
-    return _Delivery(config, request, protocol, on_result, hold_idle).run()
+    return _Delivery(config, request, protocol, on_result, hold_idle, batch).run()

@@ -74,6 +74,13 @@ Otherwise (another destination, no caching for this request, the cache
 disabled) it is saved to scache exactly as above, before the request's own
 lookups; a request that never looks (no addresses) saves it at its end.
 Back-to-back requests to one destination thus make no scache round trip.
+Within one batched request (the service delivers several messages in turn,
+docs/protocols.md), the session held by one message is taken by the next
+without the RSET probe: it is the same agent going on with its own session,
+which it left READY after a completed transaction moments ago, as in any
+multi-message SMTP session.  The probe is for sessions that sat idle between
+requests or in scache (security rule 14), and each held session records the
+batch that left it, so that only the next message of that batch skips it.
 A held session also goes to scache after HOLD_IDLE seconds without a
 request (a daemon thread; scache calls of that thread run under the lock a
 new request takes first, so one process never talks to scache twice at
@@ -219,8 +226,9 @@ def _matches(patterns, name):
 class RequestCache:
     """The connection-cache side of one delivery request (the engine's hooks call this)."""
 
-    def __init__(self, config, request, protocol, hold=False):
+    def __init__(self, config, request, protocol, hold=False, batch=None):
         self.config = config
+        self.batch = batch          # the batched request this message belongs to, or None
         self.request = request
         self.protocol = protocol
         self.hold = hold            # keep the last idle session in this process (see finish())
@@ -358,7 +366,9 @@ class RequestCache:
         except (TypeError, ValueError, AttributeError):
             held.close()
             return None
-        if not driver.probe(driver.Connection(held.sock), client):
+        if self.batch is not None and held.batch is self.batch:
+            client.continue_ready()         # the same batch goes on: no probe
+        elif not driver.probe(driver.Connection(held.sock), client):
             held.close()
             return None
         self.used.add(address.address)
@@ -473,7 +483,7 @@ class RequestCache:
                      best_mx=best_mx, endp_label=self._endpoint_label(address),
                      dest_label=self.nexthop_label if site.index == 0 else None, ttl=ttl,
                      reuse_limit=self.get("smtp_connection_reuse_time_limit"),
-                     scache=self._scache)
+                     scache=self._scache, batch=self.batch)
 
     def _save(self, connection, client, address, opened, best_mx, site):
         if self._scache is None or self._scache.disabled:
@@ -519,6 +529,7 @@ class _Held:
     ttl: int
     reuse_limit: int
     scache: object
+    batch: object = None  # the batched request whose message left it (see the docstring)
     since: float = 0.0    # time.monotonic() when it became idle in this process
     pid: int = dataclasses.field(default_factory=os.getpid)
 

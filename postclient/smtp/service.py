@@ -1,7 +1,7 @@
 """The smtp and lmtp services: delivery requests in, per-recipient results out.
 
 Exports serve(conn, context) (the "single" service callback run by the child
-skeleton), handle_request() and PROTOCOL/VERSION.  The request/reply
+skeleton), handle_request(), handle_batch() and PROTOCOL/VERSION.  The request/reply
 protocol is documented in docs/protocols.md; postclient.smtp.agent_client is
 its client side.  Reads everything the delivery engine reads, plus
 queue_directory and ipc_timeout.
@@ -17,6 +17,11 @@ it names with the engine, and as soon as a recipient's fate is known:
 That order means a crash at any point loses no notice and never re-sends a
 recipient already marked done (security rules 2 and 13).  Recipients the
 queue file already marks done are skipped, whoever asks for them.
+
+A batched request (``messages``: several queue files for one next-hop) is
+delivered message by message, each exactly as a request of its own, over
+one session kept between them; after a message reports the destination down
+(or a best-MX hand-off) the rest are not attempted and come back "skipped".
 """
 
 import fcntl
@@ -72,11 +77,45 @@ def _requested_recipients(attributes, queued):
     return chosen, skipped
 
 
-def handle_request(attributes, context, hold_idle=False):
+MAX_BATCH = 1000        # messages in one batched request
+
+
+def handle_batch(attributes, context):
+    """Deliver a batched request; returns {"status", "messages": [reply...], "pid"}."""
+    messages = attributes.get("messages")
+    if not isinstance(messages, list) or not messages or len(messages) > MAX_BATCH \
+            or not all(isinstance(m, dict) for m in messages):
+        reason = f"a batch needs 1 to {MAX_BATCH} messages"
+        log.warning("delivery request refused: %s", reason)
+        return {"status": "error", "reason": reason, "messages": [], "pid": os.getpid()}
+    flags = attributes.get("flags") or {}
+    batch = object()            # what lets each message continue the previous one's session
+    replies, stop = [], None
+    for position, message in enumerate(messages):
+        if stop is not None:
+            replies.append({"status": "skipped", "reason": stop, "results": [],
+                            "pid": os.getpid()})
+            continue
+        last = position == len(messages) - 1
+        single = dict(message, nexthop=attributes.get("nexthop"), flags={
+            # keep the session open for the next message; the last follows the batch's flags
+            "use_cached_connection": bool(flags.get("use_cached_connection")) or position > 0,
+            "store_connection": bool(flags.get("store_connection")) or not last})
+        reply = handle_request(single, context, hold_idle=True, batch=batch)
+        replies.append(reply)
+        if reply.get("destination_down"):
+            stop = "destination down"
+        elif reply.get("best_mx_transport"):
+            stop = "best MX hand-off"
+    return {"status": "ok", "messages": replies, "pid": os.getpid()}
+
+
+def handle_request(attributes, context, hold_idle=False, batch=None):
     """Deliver one request; returns the reply attributes.
 
     ``hold_idle``: keep a cacheable idle session in this process for the next
-    request (engine.deliver(); serve() asks for it).
+    request (engine.deliver(); serve() asks for it).  ``batch``: the batched
+    request this message is part of (handle_batch()).
     """
     queue_directory = context.queue_directory
     try:
@@ -140,7 +179,7 @@ def handle_request(attributes, context, hold_idle=False):
 
     try:
         outcome = engine.deliver(context.config, request, protocol, on_result=record,
-                                 hold_idle=hold_idle)
+                                 hold_idle=hold_idle, batch=batch)
     finally:
         os.close(marker)
     results = [dict(result.as_json(), offset=result.recipient.offset) for result in outcome.results]
@@ -196,7 +235,10 @@ def _serve(conn, context):
         if kind != "deliver":
             log.warning("unknown request %r from client; disconnecting", kind)
             return
-        reply = handle_request(attributes, context, hold_idle=True)
+        if "messages" in attributes:
+            reply = handle_batch(attributes, context)
+        else:
+            reply = handle_request(attributes, context, hold_idle=True)
         try:
             ipc.send_message(conn, reply, time.monotonic() + timeout)
         except ipc.IpcError as error:

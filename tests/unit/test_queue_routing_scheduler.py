@@ -51,8 +51,9 @@ def test_split_transport():
     assert split_transport(":[host]") == ("", "[host]")
 
 
-def make_scheduler(initial=2, limit=4, rcpt_limit=2):
-    return Scheduler(initial, lambda transport: limit, lambda transport: rcpt_limit)
+def make_scheduler(initial=2, limit=4, rcpt_limit=2, batch_limit=1):
+    return Scheduler(initial, lambda transport: limit, lambda transport: rcpt_limit,
+                     lambda transport: batch_limit)
 
 
 def jobs(scheduler, message, count, nexthop="example.com"):
@@ -89,7 +90,7 @@ def test_suspension_hands_back_waiting_jobs_and_blocks_new_ones():
     made = jobs(scheduler, "m", 3)
     started = scheduler.ready(0)
     waiting = scheduler.suspend(("smtp", "example.com"), ("4.4.1", "connect failed"), until=100)
-    assert {id(j) for j in waiting} == {id(j) for j in made} - {id(j) for j in started}
+    assert {id(j) for j in waiting} == {id(j) for j in made} - {id(j) for b in started for j in b.jobs}
     assert scheduler.blocked(made[0], now=50) == ("4.4.1", "connect failed")
     assert scheduler.blocked(made[0], now=100) is None
     other = scheduler.split("m2", "smtp", "other.example", [1])[0]
@@ -123,3 +124,29 @@ def test_revive_ends_suspensions_and_throttles():
     scheduler.revive()
     assert scheduler.blocked(job, now=1) is None
     assert scheduler.blocked(scheduler.split("m", "lmtp", "x", [1])[0], now=1) is None
+
+
+def test_without_a_batch_limit_every_request_carries_one_job():
+    scheduler = make_scheduler(initial=2, limit=4)
+    jobs(scheduler, "m", 10)
+    assert [len(batch.jobs) for batch in scheduler.ready(0)] == [1, 1]
+
+
+def test_a_backlog_is_shared_out_in_batches_up_to_the_limit():
+    scheduler = make_scheduler(initial=2, limit=4, rcpt_limit=1, batch_limit=3)
+    made = jobs(scheduler, "m", 5)              # 10 one-recipient jobs, 2 free slots
+    first = scheduler.ready(0)
+    assert [len(batch.jobs) for batch in first] == [3, 3]      # ceil(10/2) = 5, capped at 3
+    assert [j for b in first for j in b.jobs] == made[:6]      # FIFO
+    assert all(b.cache_flags for b in first)
+    assert scheduler.ready(0) == []             # a batch takes one concurrency slot
+    scheduler.finished(first[0], ok=True)       # the window grows once per request: 3
+    second = scheduler.ready(0)
+    assert [len(b.jobs) for b in second] == [2, 2]             # ceil(4/2) = 2 each
+    assert second[-1].cache_flags               # another request is still busy
+
+
+def test_a_small_backlog_goes_out_in_parallel_not_in_one_batch():
+    scheduler = make_scheduler(initial=4, limit=4, rcpt_limit=1, batch_limit=20)
+    jobs(scheduler, "m", 2)                     # 4 jobs, 4 free slots
+    assert [len(b.jobs) for b in scheduler.ready(0)] == [1, 1, 1, 1]
