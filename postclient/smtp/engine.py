@@ -218,9 +218,15 @@ class _Delivery:
 
         for cached in self.cache.reuse_sessions(site, resolution, addresses, settings_for):
             sessions += 1
-            self._session(site, resolution, cached.address, cached.sock, cached=cached,
-                          final=lambda done: site_final and (not addresses or bool(
-                              session_limit and sessions >= session_limit)))
+            used = self._session(site, resolution, cached.address, cached.sock, cached=cached,
+                                 final=lambda done: site_final and (not addresses or bool(
+                                     session_limit and sessions >= session_limit)))
+            if used is BROKEN_BEFORE_MAIL:
+                # A continued batch session failed where a probe would have
+                # (reuse.py): as after a failed probe, a new connection instead.
+                sessions -= 1
+                addresses.insert(0, cached.address)
+                continue
             if self.trouble.finished or (session_limit and sessions >= session_limit):
                 return
         # --- end of connection cache -------------------------------------------------------
@@ -280,6 +286,8 @@ class _Delivery:
         """Run one session; returns True when its handshake succeeded (a session counts).
 
         ``cached`` is a reuse.CachedSession: its core is already past the handshake.
+        A continued one (no probe) that broke before MAIL was accepted returns
+        BROKEN_BEFORE_MAIL, and nothing is recorded for its recipients.
         """
         pending = self.trouble.pending()
         relay = address.endpoint
@@ -317,6 +325,8 @@ class _Delivery:
                 connection.close()
             if content is not self.content:
                 content.close()
+        if cached is not None and cached.continued and _broke_before_mail(events):
+            return BROKEN_BEFORE_MAIL
         for notice in client.take_notices():
             log.info("%s: %s", self.request.queue_id, getattr(notice, "text", notice))
         for event in events:
@@ -373,6 +383,26 @@ class _Delivery:
                 f"delay={fmt(now - self.request.arrival_time)}, "
                 f"delays={fmt(queued)}/0/{fmt(setup)}/{fmt(transmission)}, "
                 f"dsn={result.dsn}, status={result.status} ({result.text})")
+
+
+BROKEN_BEFORE_MAIL = "broken before MAIL"
+
+
+def _broke_before_mail(events):
+    """The session died at MAIL (I/O trouble or a 421 reply), before anything was accepted."""
+    for event in events:
+        if isinstance(event, SessionFailed):
+            failures = [event.failure]
+        elif isinstance(event, TransactionDone):
+            if any(o.delivered for o in event.result.outcomes):
+                return False
+            failures = [o.failure for o in event.result.outcomes]
+        else:
+            continue
+        return bool(failures) and all(
+            f is not None and f.stage in ("mail", "rset") and
+            (f.origin == "io" or getattr(f.reply, "code", None) == 421) for f in failures)
+    return False
 
 
 def deliver(config, request, protocol="smtp", on_result=None, hold_idle=False, batch=None):

@@ -81,6 +81,10 @@ which it left READY after a completed transaction moments ago, as in any
 multi-message SMTP session.  The probe is for sessions that sat idle between
 requests or in scache (security rule 14), and each held session records the
 batch that left it, so that only the next message of that batch skips it.
+The MAIL command then does the probe's job: if a continued session breaks
+before MAIL is accepted (lost connection, 421), the engine goes on with a
+new connection to the same server exactly as after a failed probe, and
+nothing is counted against the message or the destination.
 A held session also goes to scache after HOLD_IDLE seconds without a
 request (a daemon thread; scache calls of that thread run under the lock a
 new request takes first, so one process never talks to scache twice at
@@ -117,6 +121,7 @@ class CachedSession:
     client: Client        # resumed; its Ready event is still queued
     opened: float         # wall-clock time the connection was first opened
     best_mx: bool
+    continued: bool = False   # the next message of a batch: not probed (see the docstring)
 
 
 # --- labels and properties -------------------------------------------------------------
@@ -366,13 +371,14 @@ class RequestCache:
         except (TypeError, ValueError, AttributeError):
             held.close()
             return None
-        if self.batch is not None and held.batch is self.batch:
-            client.continue_ready()         # the same batch goes on: no probe
+        continued = self.batch is not None and held.batch is self.batch
+        if continued:
+            client.continue_ready()         # the same batch goes on: MAIL is the probe
         elif not driver.probe(driver.Connection(held.sock), client):
             held.close()
             return None
         self.used.add(address.address)
-        return CachedSession(address, held.sock, client, held.opened, best_mx)
+        return CachedSession(address, held.sock, client, held.opened, best_mx, continued)
 
     def _release_claimed(self):
         held, self.claimed = self.claimed, None

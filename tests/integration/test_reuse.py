@@ -19,7 +19,7 @@ from postclient.config.config import Config
 from postclient.queue import queuefile
 from postclient.scache import FIND_DEST, FIND_ENDP, SAVE_DEST, SAVE_ENDP
 from postclient.scache.client import ScacheClient
-from postclient.smtp import agent_client, engine, reuse
+from postclient.smtp import agent_client, engine, reuse, service
 from postclient.smtp.request import DeliveryRequest, Recipient
 from tests.integration.master_harness import master_instance, wait_until  # noqa: F401
 from tests.integration.servers import _ThreadedServer
@@ -417,3 +417,109 @@ def test_with_a_master_killing_scache_loses_nothing(master_instance, servers):
     wait_until(lambda: master.children("scache") and master.children("scache") != [scache_pid],
                5, what="a new scache process")
     assert len(server.connections) <= 4
+
+
+# --- batched requests: several messages, one session -----------------------------------
+
+def queue_batch(config_dir, count, prefix="B"):
+    """``count`` one-recipient queue files in active/; returns the batch's message list."""
+    root = f"{config_dir}/q"
+    for name in ("active", "bounce", "defer", "trace"):
+        os.makedirs(f"{root}/{name}", exist_ok=True)
+    messages = []
+    for n in range(count):
+        path = queuefile.write_queue_file(f"{root}/active", f"{prefix}{n}", sender="s@example.com",
+                                          recipients=[Recipient(f"r{n}@example.com")],
+                                          content=CONTENT, arrival_time=time.time())
+        queued = queuefile.read_queue_file(path)
+        messages.append({"queue_name": "active", "queue_id": queued.queue_id,
+                         "recipients": [{"offset": r.offset} for r in queued.recipients]})
+    return messages
+
+
+class BatchContext:
+    def __init__(self, config_dir):
+        self.config = Config.load(str(config_dir), process_name="smtp")
+        self.queue_directory = self.config.get("queue_directory")
+        self.command = "smtp"
+
+
+def deliver_batch(config_dir, nexthop, messages, backlog=False):
+    return service.handle_batch(
+        {"request": "deliver", "nexthop": nexthop, "messages": messages,
+         "flags": {"use_cached_connection": backlog, "store_connection": backlog}},
+        BatchContext(config_dir))
+
+
+def pending_after(config_dir, messages):
+    return [len(queuefile.read_queue_file(f"{config_dir}/q/active/{m['queue_id']}").pending())
+            for m in messages]
+
+
+def test_a_batch_goes_out_over_one_session_without_probes(queue_dir, servers, scache_process,
+                                                          scache_calls):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    server = servers()
+    messages = queue_batch(config_dir, 5)
+    reply = deliver_batch(config_dir, server.nexthop, messages)
+    assert reply["status"] == "ok"
+    assert [[r["status"] for r in m["results"]] for m in reply["messages"]] == [["sent"]] * 5
+    assert pending_after(config_dir, messages) == [0] * 5
+    assert len(server.connections) == 1 and server.messages == 5
+    assert server.rsets == 0                    # the batch's own session: never probed
+    assert server.wait_quits(1) == 1            # no backlog: the last message ends it with QUIT
+    assert SAVE_ENDP not in scache_calls
+
+
+def test_the_next_request_probes_the_session_a_batch_left(queue_dir, servers, scache_process,
+                                                          scache_calls):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    server = servers()
+    first = deliver_batch(config_dir, server.nexthop, queue_batch(config_dir, 3, "F"), backlog=True)
+    second = deliver_batch(config_dir, server.nexthop, queue_batch(config_dir, 2, "S"), backlog=True)
+    assert [m["results"][0]["status"] for m in first["messages"] + second["messages"]] == ["sent"] * 5
+    assert len(server.connections) == 1 and server.messages == 5
+    assert server.rsets == 1                    # another request: probed once, as in scache
+    assert server.quits == 0                    # a backlog: the session stays for more
+
+
+def test_a_continued_session_that_broke_goes_on_over_a_new_connection(queue_dir, servers,
+                                                                      scache_process,
+                                                                      scache_calls):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    server = servers(hangup_idle=True)          # closes each connection after its message
+    messages = queue_batch(config_dir, 3)
+    reply = deliver_batch(config_dir, server.nexthop, messages)
+    # MAIL did the probe's job: no deferral, no "destination down", a new connection each time
+    assert [m["results"][0]["status"] for m in reply["messages"]] == ["sent"] * 3
+    assert not any("destination_down" in m for m in reply["messages"])
+    assert pending_after(config_dir, messages) == [0] * 3
+    assert len(server.connections) == 3 and server.messages == 3
+    assert os.listdir(f"{config_dir}/q/defer") == []
+
+
+def test_after_the_destination_goes_down_the_rest_of_a_batch_is_skipped(queue_dir, scache_process,
+                                                                        scache_calls):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    with socket.socket() as unused:             # a port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    messages = queue_batch(config_dir, 3)
+    reply = deliver_batch(config_dir, f"[127.0.0.1]:{port}", messages)
+    first, *rest = reply["messages"]
+    assert first["results"][0]["status"] == "deferred" and first["destination_down"]
+    assert [m["status"] for m in rest] == ["skipped", "skipped"]
+    assert all(m["results"] == [] for m in rest)
+    assert pending_after(config_dir, messages) == [1, 1, 1]
+    assert os.listdir(f"{config_dir}/q/defer") == [messages[0]["queue_id"]]
+
+
+@pytest.mark.parametrize("messages", [[], "x", [1], [{}] * (service.MAX_BATCH + 1)])
+def test_a_malformed_batch_is_refused(queue_dir, messages):
+    config_dir = write_config(queue_dir)
+    reply = deliver_batch(config_dir, "[127.0.0.1]:25", messages)
+    assert reply["status"] == "error" and reply["messages"] == []
