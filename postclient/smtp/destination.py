@@ -29,6 +29,7 @@ it have been tried, as in Postfix.
 """
 
 import dataclasses
+import functools
 import ipaddress
 import logging
 import re
@@ -228,9 +229,13 @@ def _host_port(text):
     return host, service or None, False
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_site(text, protocol="smtp", *, default_service=None, is_fallback=False,
                index=0, is_last=True):
-    """Parse one TCP destination (``inet:`` already allowed for LMTP) into a Site."""
+    """Parse one TCP destination (``inet:`` already allowed for LMTP) into a Site.
+
+    Cached: a pure function of its arguments, and a Site is immutable (an
+    agent parses the same few next-hops for every request)."""
     original = text
     if protocol == "lmtp" and text.startswith("inet:"):
         text = text[len("inet:"):]

@@ -115,6 +115,7 @@ class _Delivery:
             config.expand(self.param("smtp_discard_ehlo_keyword_address_maps"))))
         self.ready_at = {}            # recipient index -> when its session was ready for MAIL
         self.logged = set()
+        self.batch = batch
         self.cache = reuse.RequestCache(config, request, protocol, hold=hold_idle, batch=batch)
 
     def param(self, name):
@@ -151,9 +152,7 @@ class _Delivery:
                 site = dataclasses.replace(site, unix_path=os.path.join(
                     self.config.get("queue_directory"), site.unix_path))
             last_site = site
-            resolution = resolve.resolve_site(site, settings, deadline=time.monotonic() + DNS_DEADLINE)
-            for warning in resolution.warnings:
-                log.warning("%s", warning)
+            resolution = self._resolve(site, settings)
             if resolution.loops_back and self.config.get("best_mx_transport"):
                 handoff = self.config.get("best_mx_transport")
                 self.trouble.site_failed(Status("4.4.6", f"mail for {site.text} loops back to myself; "
@@ -171,6 +170,17 @@ class _Delivery:
         for index, result in enumerate(results):
             self._report(index, result)
         return Outcome(results, self.trouble.destination_down, handoff)
+
+    def _resolve(self, site, settings):
+        """resolve_site(), once per batch: its next messages use the same answer."""
+        known = self.batch.resolutions if self.batch is not None else {}
+        resolution = known.get(site)
+        if resolution is None:
+            resolution = resolve.resolve_site(site, settings, deadline=time.monotonic() + DNS_DEADLINE)
+            for warning in resolution.warnings:
+                log.warning("%s", warning)
+            known[site] = resolution
+        return resolution
 
     def _misconfigured(self, last_site):
         """Whether a hard leftover status means a local configuration problem (SMTP only).
@@ -385,6 +395,16 @@ class _Delivery:
                 f"dsn={result.dsn}, status={result.status} ({result.text})")
 
 
+class Batch:
+    """What the messages of one batched delivery request share (service.handle_batch()):
+    the session one leaves READY for the next (reuse.py), and the resolution
+    of each site, so that a batch makes its DNS lookups (and waits out a
+    failing resolver) once, not once per message."""
+
+    def __init__(self):
+        self.resolutions = {}       # destination.Site -> resolve.Resolution
+
+
 BROKEN_BEFORE_MAIL = "broken before MAIL"
 
 
@@ -411,7 +431,7 @@ def deliver(config, request, protocol="smtp", on_result=None, hold_idle=False, b
     ``hold_idle`` (the delivery agent's serve loop): a session that would go to
     scache stays in this process for the next request (reuse.py, "In-process
     reuse"); without it the session is saved to scache before this returns.
-    ``batch``: any object that stands for one batched delivery request, the
-    same for each of its messages (reuse.RequestCache).
+    ``batch``: the Batch of a batched delivery request, the same for each of
+    its messages.
     """
     return _Delivery(config, request, protocol, on_result, hold_idle, batch).run()

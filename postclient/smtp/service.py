@@ -89,7 +89,7 @@ def handle_batch(attributes, context):
         log.warning("delivery request refused: %s", reason)
         return {"status": "error", "reason": reason, "messages": [], "pid": os.getpid()}
     flags = attributes.get("flags") or {}
-    batch = object()            # what lets each message continue the previous one's session
+    batch = engine.Batch()      # lets each message go on with the previous one's session
     replies, stop = [], None
     for position, message in enumerate(messages):
         if stop is not None:

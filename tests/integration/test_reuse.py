@@ -26,6 +26,7 @@ from tests.integration.servers import _ThreadedServer
 from tests.scache_standin import ScacheProcess
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.integration.dns_server"]     # the scripted_dns fixture
 
 CONTENT = b"Subject: reuse\r\n\r\nhello\r\n"
 
@@ -523,3 +524,17 @@ def test_a_malformed_batch_is_refused(queue_dir, messages):
     config_dir = write_config(queue_dir)
     reply = deliver_batch(config_dir, "[127.0.0.1]:25", messages)
     assert reply["status"] == "error" and reply["messages"] == []
+
+
+def test_a_batch_resolves_its_destination_once(queue_dir, scripted_dns, scache_process,
+                                               scache_calls):
+    scripted_dns.rcode("broken.test", "SERVFAIL")
+    config_dir = write_config(queue_dir, dns_resolver_addresses=scripted_dns.resolver_address,
+                              inet_interfaces="127.0.0.1")
+    scache_process(config_dir)
+    single = deliver_batch(config_dir, "broken.test", queue_batch(config_dir, 1, "O"))
+    one_message = len(scripted_dns.queries)
+    assert one_message >= 1 and single["messages"][0]["results"][0]["status"] == "deferred"
+    reply = deliver_batch(config_dir, "broken.test", queue_batch(config_dir, 3, "T"))
+    assert [m["results"][0]["status"] for m in reply["messages"]] == ["deferred"] * 3
+    assert len(scripted_dns.queries) == 2 * one_message     # not 4 times
