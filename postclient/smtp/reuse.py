@@ -366,12 +366,14 @@ class RequestCache:
         if self._expired(held.opened):
             held.quit()
             return None
+        continued = self.batch is not None and held.batch is self.batch
         try:
-            client = Client.resume(settings_for(address, best_mx), held.capabilities)
+            # the same batch: the same site and server, so the same settings
+            settings = held.client.settings if continued else settings_for(address, best_mx)
+            client = Client.resume(settings, held.capabilities)
         except (TypeError, ValueError, AttributeError):
             held.close()
             return None
-        continued = self.batch is not None and held.batch is self.batch
         if continued:
             client.continue_ready()         # the same batch goes on: MAIL is the probe
         elif not driver.probe(driver.Connection(held.sock), client):
