@@ -1038,6 +1038,25 @@ def test_rset_probe_answer_decides_reuse(answer, ok):
     assert client.reusable is ok
 
 
+def test_a_batch_continues_a_resumed_core_without_a_probe():
+    caps = Capabilities(esmtp=True, pipelining=True)
+    client = Client.resume(Settings(peer=PEER), caps.to_dict())
+    client.continue_ready()
+    assert client.data_to_send() == b""            # no RSET on the wire
+    assert client.next_event() == Ready(caps)
+    assert client.next_event() is PAUSED
+    assert client.reusable
+
+
+def test_continue_ready_is_only_for_a_resumed_idle_core():
+    with pytest.raises(RuntimeError):
+        Client(Settings(peer=PEER)).continue_ready()         # still awaits the greeting
+    client = Client.resume(Settings(peer=PEER), Capabilities(esmtp=True))
+    client.rset()
+    with pytest.raises(RuntimeError):
+        client.continue_ready()                              # a probe is under way
+
+
 def test_rset_probe_on_a_dead_connection():
     client = Client.resume(Settings(peer=PEER), Capabilities(esmtp=True))
     client.rset()
