@@ -93,7 +93,7 @@ class QueueManager:
         self.threads = set()
         self.stopping = False
         self.candidates = collections.deque()   # (source queue, queue id) to activate
-        self.candidate_ids = set()
+        self.candidate_ids = set()              # the same pairs, for lookups
         self.next_deferred_scan = 0.0
 
     def _per_transport(self, transport, suffix):
@@ -152,7 +152,7 @@ class QueueManager:
     def scan_deferred(self, now, site=None, everything=False):
         """Offer deferred mail that is due (``everything``: all of it, as a flush)."""
         for queue_id in self._listing("deferred"):
-            if queue_id in self.candidate_ids:
+            if ("deferred", queue_id) in self.candidate_ids:
                 continue
             path = self.path("deferred", queue_id)
             if not everything:
@@ -165,16 +165,20 @@ class QueueManager:
                 self._offer("deferred", queue_id)
 
     def _offer(self, source, queue_id):
-        if queue_id not in self.candidate_ids and queue_id not in self.active:
-            self.candidate_ids.add(queue_id)
-            self.candidates.append((source, queue_id))
+        # by (queue, id): a file offered from deferred/ and then requeued into
+        # incoming/ is offered again from there (the stale offer finds nothing)
+        candidate = (source, queue_id)
+        if candidate not in self.candidate_ids and queue_id not in self.active:
+            self.candidate_ids.add(candidate)
+            self.candidates.append(candidate)
 
-    def activate_candidates(self, limit=None):
-        """Activate offered files while there is room; at most ``limit`` (ACTIVATION_CHUNK)."""
+    def activate_candidates(self):
+        """Activate offered files while there is room, at most ACTIVATION_CHUNK of them."""
         count = 0
-        while self.candidates and self._room() and count < (limit or ACTIVATION_CHUNK):
-            source, queue_id = self.candidates.popleft()
-            self.candidate_ids.discard(queue_id)
+        while self.candidates and self._room() and count < ACTIVATION_CHUNK:
+            candidate = self.candidates.popleft()
+            self.candidate_ids.discard(candidate)
+            source, queue_id = candidate
             if queue_id not in self.active:
                 self.activate(source, queue_id)
                 count += 1
