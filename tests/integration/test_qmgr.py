@@ -242,3 +242,27 @@ def test_flush_revives_a_suspended_destination(master_instance, recording_server
     wake(master, {"request": "flush"})
     wait_until(lambda: empty_queue(master), 20, what="the flush to deliver despite the suspension")
     assert [m.recipients for m in revived.messages] == [["bob@example.net"]]
+
+
+def test_a_backlog_goes_out_in_batches_over_few_sessions(master_instance, recording_server):
+    server = recording_server()
+    master = master_instance(MASTER_CF + ["scache unix - - n - 1 scache"],
+                             f"relayhost = {server.nexthop}\n{FAST_RETRY}"
+                             "initial_destination_concurrency = 1\n"
+                             "default_destination_concurrency_limit = 1\n"
+                             "default_delivery_batch_limit = 10\n")
+    incoming = os.path.join(master.queue_directory, "incoming")
+    for n in range(30):
+        queuefile.write_queue_file(incoming, new_queue_id(), sender="alice@example.com",
+                                   recipients=[Recipient(f"r{n}@example.com")],
+                                   content=b"Subject: batch\r\n\r\nhello\r\n", arrival_time=time.time())
+    wake(master)
+    wait_until(lambda: len(server.messages) == 30 and empty_queue(master), 60,
+               what="the backlog to be delivered")
+    assert sorted(m.rcpt_lines[0].split(b">")[0] for m in server.messages) == sorted(
+        f"RCPT TO:<r{n}@example.com".encode() for n in range(30))
+    # One request at a time, 10 messages each: 3 requests.  Inside a request the
+    # session goes on without a probe; only a later request may probe (or connect).
+    probes = sum(line.upper() == b"RSET\r\n" for s in server.sessions for line in s.lines)
+    assert probes + len(server.sessions) <= 3 + 1
+    assert len(master.log_lines(r"status=sent")) == 30
