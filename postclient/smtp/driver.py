@@ -165,14 +165,16 @@ class _Deadline:
 
     def __init__(self, client):
         self.client = client
-        self.key = None
+        self.state = None
+        self.replies = -1
         self.at = 0.0
 
     def current(self):
-        key = (self.client.state, self.client.replies_received)
-        if key != self.key:
-            self.key = key
-            self.at = time.monotonic() + (self.client.timeout or 300)
+        client = self.client
+        state = client.state
+        if state != self.state or client.replies_received != self.replies:
+            self.state, self.replies = state, client.replies_received
+            self.at = time.monotonic() + (client.timeout or 300)
         return self.at
 
 

@@ -42,6 +42,8 @@ _PRINTABLE = bytes(b if 0x20 <= b < 0x7f else 0x3f for b in range(256))
 # The same, keeping CR and LF for the line splitting that follows.
 _PRINTABLE_CRLF = bytes(b if 0x20 <= b < 0x7f or b in (0x0a, 0x0d) else 0x3f for b in range(256))
 _DSN = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}(?=\s|$)")
+# The same at the start of a reply line's text (from its fifth character, spaces skipped).
+_STATUS_AFTER_CODE = re.compile(r" *(" + _DSN.pattern + ")")
 
 
 def dsn_valid(text):
@@ -59,11 +61,9 @@ def enhanced_status(code, last_line):
     first = str(code)[0] if code >= 100 else "0"
     if first not in "245":
         return "5.5.0"
-    text = last_line[4:].lstrip(" ")
-    if text[:1] == first:
-        length = dsn_valid(text)
-        if length:
-            return text[:length]
+    match = _STATUS_AFTER_CODE.match(last_line, 4)
+    if match is not None and match[1][0] == first:
+        return match[1]
     return first + ".0.0"
 
 
