@@ -32,6 +32,7 @@ connects, and say which recipient is at fault.
 """
 
 import dataclasses
+import functools
 
 from .events import LocalProtocolError
 from .xtext import has_unsafe_characters, quote_821_local, quote_822_local, uxtext, xtext
@@ -199,8 +200,12 @@ def mail_command(envelope, capabilities, quote=True, downgrade=False):
 
 
 def _orcpt_parameter(rcpt):
-    orcpt = getattr(rcpt, "orcpt", "") or ""
-    original = getattr(rcpt, "original", "") or ""
+    return _orcpt_text(getattr(rcpt, "orcpt", "") or "", getattr(rcpt, "original", "") or "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _orcpt_text(orcpt, original):
+    """The " ORCPT=..." parameter, or "" (kept: the same values recur in a queue run)."""
     if not orcpt and original:
         orcpt = "rfc822;" + quote_822_local(original)
     if not orcpt:

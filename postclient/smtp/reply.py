@@ -101,11 +101,25 @@ class Reply:
 
     @classmethod
     def from_lines(cls, lines, garbage=False, truncated=False):
-        """A Reply from sanitised lines, the last of which starts with the code."""
+        """A Reply from sanitised lines, the last of which starts with the code.
+
+        A server says the same few short things over and over ("250 2.1.0 Ok",
+        "354 End data..."): recent short one-line Replies are kept by their
+        line and shared, as a Reply never changes.
+        """
         lines = tuple(lines)
         last = lines[-1]
-        code = int(last[:3])
-        return cls(code, enhanced_status(code, last), " ".join(lines), lines, garbage, truncated)
+        key = (cls, last, garbage, truncated) if len(lines) == 1 and len(last) <= 128 else None
+        reply = _recent.get(key)
+        if reply is None:
+            code = int(last[:3])
+            reply = cls(code, enhanced_status(code, last), " ".join(lines), lines, garbage,
+                        truncated)
+            if key is not None:
+                if len(_recent) >= _RECENT_MAX:
+                    _recent.clear()
+                _recent[key] = reply
+        return reply
 
     @classmethod
     def make(cls, text):
@@ -127,6 +141,10 @@ class Reply:
 
     def __str__(self):
         return self.text
+
+
+_RECENT_MAX = 256          # short Replies kept for sharing (a dict cleared when full)
+_recent = {}
 
 
 class ReplyReader:

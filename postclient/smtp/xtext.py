@@ -15,6 +15,7 @@ has_unsafe_characters().  Reads no parameters.
   left alone.  Both are 8-bit clean, as Postfix's are by default.
 """
 
+import functools
 import re
 
 
@@ -25,8 +26,7 @@ def has_unsafe_characters(text):
 
 def xtext(text, specials=""):
     """RFC 3461 xtext encoding of ``text``; ``specials`` are encoded too."""
-    if (isinstance(text, str) and text.isascii() and text.isprintable() and " " not in text
-            and "+" not in text and not any(c in text for c in specials)):
+    if isinstance(text, str) and _plain_xtext(specials).fullmatch(text):
         return text                     # nothing to encode (the usual case)
     data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
     special_bytes = specials.encode("ascii")
@@ -37,6 +37,19 @@ def xtext(text, specials=""):
         else:
             out.append(f"+{byte:02X}")
     return "".join(out)
+
+
+def _plain_xtext(specials):
+    """A pattern for text that xtext() leaves as it is, with these ``specials``."""
+    pattern = _PLAIN_XTEXT.get(specials)
+    if pattern is None:
+        kept = "".join(re.escape(chr(b)) for b in range(33, 127)
+                       if chr(b) != "+" and chr(b) not in specials)
+        pattern = _PLAIN_XTEXT[specials] = re.compile(f"[{kept}]*")
+    return pattern
+
+
+_PLAIN_XTEXT = {}
 
 
 def uxtext(text):
@@ -70,17 +83,20 @@ def _quote_local(address, escaped):
     return f'"{quoted}"{domain}'
 
 
+@functools.lru_cache(maxsize=4096)
 def quote_821_local(address):
     """``address`` with its local part quoted as RFC 821 requires, when needed.
 
     The null address stays empty.  The local part is everything before the
-    last "@".
+    last "@".  Results are kept: the same senders and recipients recur in a
+    queue run.
     """
     if not address:
         return address
     return _quote_local(address, '"\\\r\n')
 
 
+@functools.lru_cache(maxsize=4096)
 def quote_822_local(address):
     """``address`` with its local part quoted by RFC 822 rules, when needed."""
     if not address:
