@@ -222,6 +222,8 @@ class ReplyReader:
     def next_reply(self):
         """The next complete Reply, or None when more input is needed."""
         ready, at = self._ready, self._ready_at
+        if at == len(ready) and not self._buf:
+            return None                 # the usual answer while waiting for a reply
         limit = self.line_length_limit
         while True:
             if at == len(ready):
