@@ -1,7 +1,7 @@
 """Queue drain benchmark: postclient vs Postfix, side by side, into the same smtp-sink.
 
     python bench/drain.py [--messages N] [--size BYTES] [--rounds R (3)] [--only NAME]
-                          [--profile DIR] [--no-results]
+                          [--profile DIR] [--no-results] [--set NAME=VALUE ...]
 
 (from the project root; as root, with Debian's postfix package installed:
 smtp-sink, postfix, postsuper, postqueue).  ``make bench`` runs it after the
@@ -508,6 +508,8 @@ class PostclientRelay:
                          f"syslog_name = {self.syslog_name}\nrelayhost = {self.sink.nexthop}\n"
                          f"myhostname = relay.postclient.bench\nqueue_run_delay = 1s\n"
                          f"minimal_backoff_time = 1s\nmaximal_backoff_time = 2s\n")
+            for setting in ARGS.set if ARGS else ():
+                handle.write(setting.replace("=", " = ", 1) + "\n")
         with open(self.path("etc", "master.cf"), "w") as handle:
             handle.write(POSTCLIENT_MASTER_CF)
         open(self.path("maillog"), "w").close()
@@ -836,6 +838,8 @@ def main(argv=None):
     parser.add_argument("--only", choices=("postfix", "postclient"))
     parser.add_argument("--profile", metavar="DIR", help="also run one postclient drain under cProfile")
     parser.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a main.cf setting for postclient's instance (experiments)")
     ARGS = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("drain.py: run as root (smtp-sink -u nobody, a Postfix instance)")
