@@ -100,6 +100,10 @@ def lmtp_mirror_name(smtp_name):
     return parameters.LMTP_RENAMES.get(smtp_name, "lmtp_" + smtp_name[len("smtp_"):])
 
 
+def _smtp_names_longest_first(table):
+    return sorted((name for name in table if name.startswith("smtp_")), key=len, reverse=True)
+
+
 def _add_lmtp_mirrors(table):
     for name, param in list(table.items()):
         if not name.startswith("smtp_") or name in parameters.SMTP_ONLY:
@@ -108,10 +112,12 @@ def _add_lmtp_mirrors(table):
         if mirror in table:
             continue
         default = parameters.LMTP_DEFAULTS.get(mirror, param.default)
-        # A default that refers to another smtp_* parameter refers to its mirror.
-        for other in sorted(table, key=len, reverse=True):
-            if other.startswith("smtp_") and ("$" + other) in default:
-                default = default.replace("$" + other, "$" + lmtp_mirror_name(other))
+        # A default that refers to another smtp_* parameter refers to its mirror
+        # (longest names first: $smtp_foo_bar before $smtp_foo).
+        if "$smtp_" in default:
+            for other in _smtp_names_longest_first(table):
+                if ("$" + other) in default:
+                    default = default.replace("$" + other, "$" + lmtp_mirror_name(other))
         table[mirror] = dataclasses.replace(
             param, name=mirror, default=default,
             doc=param.doc.replace("SMTP", "LMTP") + " (LMTP)", mirror_of=name)
