@@ -174,7 +174,7 @@ class _Deadline:
         state = client.state
         if state != self.state or client.replies_received != self.replies:
             self.state, self.replies = state, client.replies_received
-            self.at = time.monotonic() + (client.timeout or 300)
+            self.at = time.monotonic() + (client.settings.timeouts.get(state) or 300)
         return self.at
 
 
@@ -233,6 +233,7 @@ def _send_body(connection, client, content, ready, options, on_body_error):
     delay_dot = ready.delay_dotcrlf and options.message_age >= options.pix_threshold
     deadline_base = time.monotonic() + (client.timeout or 180)
     sent = queued = 0
+    held = []                       # encoded pieces not yet given to the core
     pieces = _encoded(content, ready, options)
     while True:
         try:
@@ -246,11 +247,12 @@ def _send_body(connection, client, content, ready, options, on_body_error):
         if delay_dot and last:
             piece = piece[:-3]      # hold back the final ".\r\n"
         if piece:
-            client.send_body(piece)
+            held.append(piece)
             queued += len(piece)
         if not queued or (queued < BODY_CHUNK and not last):
             continue
-        out, queued = client.data_to_send(), 0
+        client.send_body(held[0] if len(held) == 1 else b"".join(held))
+        out, held, queued = client.data_to_send(), [], 0
         try:
             connection.write(out, deadline_base + sent / MIN_DATA_RATE)
         except TimeoutError:

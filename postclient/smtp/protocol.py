@@ -564,7 +564,9 @@ class Client:
         self._out_len += len(data)
 
     def _write_command(self, line):
-        self._write(line.encode("utf-8", "surrogateescape") + b"\r\n")
+        data = line.encode("utf-8", "surrogateescape") + b"\r\n"
+        self._out.append(data)
+        self._out_len += len(data)
 
     def _command(self, line, kind, index=0):
         self._write_command(line)

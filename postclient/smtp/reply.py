@@ -42,7 +42,11 @@ _PRINTABLE = bytes(b if 0x20 <= b < 0x7f else 0x3f for b in range(256))
 # The same, keeping CR and LF for the line splitting that follows.
 _PRINTABLE_CRLF = bytes(b if 0x20 <= b < 0x7f or b in (0x0a, 0x0d) else 0x3f for b in range(256))
 _DSN = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}(?=\s|$)")
-# The same at the start of a reply line's text (from its fifth character, spaces skipped).
+# "ddd text" or a bare "ddd" ends a reply; "ddd-text" continues it.
+_LAST_LINE = re.compile(r"[0-9]{3}(?: |\Z)")
+_CONTINUATION_LINE = re.compile(r"[0-9]{3}-")
+# An enhanced status code at the start of a reply line's text (from its fifth
+# character, spaces skipped).
 _STATUS_AFTER_CODE = re.compile(r" *(" + _DSN.pattern + ")")
 
 
@@ -240,20 +244,18 @@ class ReplyReader:
             if len(line) > limit:
                 line = line[:limit]
                 self._truncated = True
-            # The line is printable ASCII here, so isdigit() means 0-9.
-            code, sep = line[:3], line[3:4]
-            three = len(code) == 3 and code.isdigit()
-            if three and (sep == " " or not sep):
+            if _LAST_LINE.match(line):
                 lines = self._lines
                 lines.append(line)
                 reply = Reply.from_lines(lines, self._garbage, self._truncated)
                 self._reset_reply()
                 self._ready_at = at
                 return reply
-            if not (three and sep == "-"):
+            if not _CONTINUATION_LINE.match(line):
                 self._garbage = True
             # Keep one slot for the final line, which is always stored.
-            if len(self._lines) < self.max_lines - 1 and self._stored + len(line) <= self.max_stored:
+            if (len(self._lines) < self.max_lines - 1
+                    and self._stored + len(line) <= self.max_stored):
                 self._lines.append(line)
                 self._stored += len(line)
             else:
