@@ -123,8 +123,12 @@ class Connection:
         if remaining <= 0:
             raise TimeoutError
         if self._poll is None:
-            self._poll = select.poll()
-            self._poll.register(self.sock, events)
+            poll = select.poll()
+            try:
+                poll.register(self.sock, events)
+            except ValueError:          # a closed socket, as an operation on it would say
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF)) from None
+            self._poll = poll
         else:
             self._poll.modify(self.sock, events)
         if not self._poll.poll(math.ceil(remaining * 1000)):
