@@ -217,14 +217,17 @@ def records(descriptor, size, limit=MAX_ENVELOPE_RECORD):
             return
 
 
-def read_queue_file(path):
+def read_queue_file(path, descriptor=None):
     """Parse and validate the envelope of ``path``; CorruptQueueFile if it is not sound.
 
     The content is not read (open_content() streams it): only its record's
     length is checked against the file size, the newline after it and the
-    end record.
+    end record.  ``descriptor``: read through this open descriptor of
+    ``path`` (left open) instead of opening the file.
     """
-    descriptor = os.open(path, os.O_RDONLY)
+    own = descriptor is None
+    if own:
+        descriptor = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(descriptor).st_size
         values = {}
@@ -254,7 +257,8 @@ def read_queue_file(path):
         if position != size:
             raise CorruptQueueFile(f"offset {position}: data after the end record")
     finally:
-        os.close(descriptor)
+        if own:
+            os.close(descriptor)
     if content is None or not recipients or "arrival_time" not in values or "sender" not in values:
         raise CorruptQueueFile("missing envelope records (arrival time, sender, recipients or content)")
     try:

@@ -118,34 +118,35 @@ def handle_request(attributes, context, hold_idle=False, batch=None):
     request this message is part of (handle_batch()).
     """
     queue_directory = context.queue_directory
+    marker = None
     try:
         path = _queue_path(queue_directory, attributes)
-        try:
-            queued = queuefile.read_queue_file(path)
-        except FileNotFoundError:
-            raise RequestError(f"queue file {path} does not exist") from None
-        except queuefile.CorruptQueueFile as error:
-            queuefile.move_to_corrupt(queue_directory, path, str(error))
-            raise RequestError(f"corrupt queue file {path}: {error}", corrupt=True) from None
         nexthop = attributes.get("nexthop")
         if not isinstance(nexthop, str) or not nexthop:
             raise RequestError("request has no next-hop")
+        try:
+            # The file is read, and recipients marked done, through this one
+            # descriptor, so the marks still reach the file if it is renamed
+            # while we deliver (postclient super -h/-r).
+            marker = queuefile.open_for_marking(path)
+        except FileNotFoundError:
+            raise RequestError(f"queue file {path} does not exist") from None
+        # A shared lock for the whole delivery: a queue manager that restarts
+        # meanwhile sees the file is being delivered and leaves it alone.
+        fcntl.flock(marker, fcntl.LOCK_SH)
+        try:
+            queued = queuefile.read_queue_file(path, marker)
+        except queuefile.CorruptQueueFile as error:
+            queuefile.move_to_corrupt(queue_directory, path, str(error))
+            raise RequestError(f"corrupt queue file {path}: {error}", corrupt=True) from None
         chosen, skipped = _requested_recipients(attributes, queued)
     except RequestError as error:
+        if marker is not None:
+            os.close(marker)
         log.warning("%s: delivery request refused: %s", attributes.get("queue_id", "?"), error)
         return {"status": "corrupt" if error.corrupt else "error", "reason": str(error),
                 "results": [], "pid": os.getpid()}
     flags = attributes.get("flags") or {}
-    try:
-        # Done marks and content reads go through this descriptor, so they still
-        # reach the file if it is renamed while we deliver (postclient super -h/-r).
-        marker = queuefile.open_for_marking(path)
-        # A shared lock for the whole delivery: a queue manager that restarts
-        # meanwhile sees the file is being delivered and leaves it alone.
-        fcntl.flock(marker, fcntl.LOCK_SH)
-    except FileNotFoundError:
-        return {"status": "error", "reason": f"queue file {path} was moved", "results": [],
-                "pid": os.getpid()}
     request = DeliveryRequest(
         queue_id=queued.queue_id, nexthop=nexthop, sender=queued.sender,
         recipients=[Recipient(r.address, r.original, r.orcpt, r.notify, r.offset) for r in chosen],
