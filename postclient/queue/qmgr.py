@@ -213,21 +213,28 @@ class QueueManager:
         if not self._move(queue_id, source, "active"):
             return
         path = self.path("active", queue_id)
-        if self._being_delivered(path):
-            # An agent of an earlier queue manager still delivers it (Postfix's
-            # QMGR_MESSAGE_LOCKED): try again later instead of sending it twice.
-            log.info("%s: still being delivered by an earlier request; deferred", queue_id)
-            self._move(queue_id, "active", "deferred",
-                       mtime=time.time() + self.config.get("minimal_backoff_time"))
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except OSError as error:
+            log.warning("%s: cannot open queue file: %s", queue_id, error)
             return
         try:
-            queued = queuefile.read_queue_file(path)
+            if self._being_delivered(descriptor):
+                # An agent of an earlier queue manager still delivers it (Postfix's
+                # QMGR_MESSAGE_LOCKED): try again later instead of sending it twice.
+                log.info("%s: still being delivered by an earlier request; deferred", queue_id)
+                self._move(queue_id, "active", "deferred",
+                           mtime=time.time() + self.config.get("minimal_backoff_time"))
+                return
+            queued = queuefile.read_queue_file(path, descriptor)
         except queuefile.CorruptQueueFile as error:
             queuefile.move_to_corrupt(self.queue_directory, path, str(error))
             return
         except OSError as error:
             log.warning("%s: cannot read queue file: %s", queue_id, error)
             return
+        finally:
+            os.close(descriptor)        # also releases the probe's lock
         message = ActiveMessage(queued, path)
         self.active[queue_id] = message
         pending = queued.pending()
@@ -259,18 +266,14 @@ class QueueManager:
             self.finish(message)
 
     @staticmethod
-    def _being_delivered(path):
-        """True while a delivery agent holds its shared lock on the file."""
-        try:
-            descriptor = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
+    def _being_delivered(descriptor):
+        """True while a delivery agent holds its shared lock on the file.
+
+        The probe's own lock stays until the caller closes the descriptor."""
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
-        finally:
-            os.close(descriptor)        # closing releases the probe's lock
         return False
 
     # --- deliveries -------------------------------------------------------------------
