@@ -632,6 +632,7 @@ def drain(relay, sink, messages, size):
         started = time.perf_counter()
         releaser.start()
         first = None
+        marks = {}                      # share of the messages -> seconds since the release
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while True:
             if "error" in release:
@@ -639,6 +640,9 @@ def drain(relay, sink, messages, size):
             delivered = sink.messages() - messages_before
             if first is None and delivered > 0:
                 first = time.perf_counter()
+            for share in (0.1, 0.5, 0.9):
+                if share not in marks and delivered >= share * messages:
+                    marks[share] = time.perf_counter() - started
             if delivered >= messages:
                 break
             if time.monotonic() > deadline:
@@ -669,6 +673,7 @@ def drain(relay, sink, messages, size):
             "tools_cpu": tools, "release": released - started,
             "first": (first or last) - started, "last": last - started,
             "connections": sessions_after - sessions_before, "split": split, "processes": processes,
+            "marks": marks,
             "method": method,
             "version": getattr(relay, "version", None),
         }
@@ -815,6 +820,8 @@ def print_result(r):
     print(f"{r['relay']:>10}: {r['messages']} messages in {r['seconds']:.2f}s = {r['rate']:.0f} msg/s, "
           f"CPU {r['cpu']:.2f}s = {r['cpu_ms']:.2f} ms/msg (tools {r['tools_cpu']:.2f}s), "
           f"release {r['release']:.2f}s, first delivery {r['first']:.2f}s, {r['connections']} SMTP connections")
+    print("            delivered: " + ", ".join(f"{share:.0%} at {seconds:.2f}s"
+                                              for share, seconds in sorted(r["marks"].items())))
     print("            " + ", ".join(f"{name} {seconds:.2f}s ({r['processes'][name]})" for name, seconds
                                       in sorted(r["split"].items(), key=lambda item: -item[1])
                                       if seconds >= 0.005))
