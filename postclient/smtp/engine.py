@@ -403,6 +403,7 @@ class Batch:
 
     def __init__(self):
         self.resolutions = {}       # destination.Site -> resolve.Resolution
+        self.held = None            # the idle session one message leaves for the next (reuse.py)
 
 
 BROKEN_BEFORE_MAIL = "broken before MAIL"

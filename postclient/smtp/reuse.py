@@ -81,6 +81,9 @@ which it left READY after a completed transaction moments ago, as in any
 multi-message SMTP session.  The probe is for sessions that sat idle between
 requests or in scache (security rule 14), and each held session records the
 batch that left it, so that only the next message of that batch skips it.
+Between the messages of a batch the session is passed on in the batch
+itself (engine.Batch.held), not through the process-wide slot and its idle
+worker, and keep_batch_session() publishes the last one when the batch ends.
 The MAIL command then does the probe's job: if a continued session breaks
 before MAIL is accepted (lost connection, 421), the engine goes on with a
 new connection to the same server exactly as after a failed probe, and
@@ -237,7 +240,12 @@ class RequestCache:
         self.request = request
         self.protocol = protocol
         self.hold = hold            # keep the last idle session in this process (see finish())
-        self.claimed = _claim() if hold else None   # the previous request's idle session
+        self.claimed = None         # the previous request's (or message's) idle session
+        if hold:
+            if batch is not None and batch.held is not None:
+                self.claimed, batch.held = batch.held, None
+            else:
+                self.claimed = _claim()
         self.pending = None         # this request's most recent idle session, to hold
         self.load = False
         self.store = False
@@ -393,7 +401,10 @@ class RequestCache:
         self._release_claimed()
         pending, self.pending = self.pending, None
         if pending is not None:
-            _publish(pending)
+            if self.batch is not None:
+                self.batch.held = pending   # for the batch's next message (keep_batch_session())
+            else:
+                _publish(pending)
 
     def _from_destination(self, resolution, settings_for):
         found = self._scache.find_dest(self.dest_label) if not self._scache.disabled else None
@@ -605,6 +616,13 @@ def _publish(held):
         _held_cond.notify_all()
 
 
+def keep_batch_session(batch):
+    """The end of a batch: its last idle session is kept for the next request."""
+    held, batch.held = batch.held, None
+    if held is not None:
+        _publish(held)
+
+
 def release_held():
     """Hand the kept session to scache now (the process is about to exit)."""
     held = _claim()
@@ -646,4 +664,4 @@ def _close(fd):
 
 
 __all__ = ["RequestCache", "CachedSession", "endpoint_label", "destination_label",
-           "encode_endpoint", "decode_endpoint", "release_held"]
+           "encode_endpoint", "decode_endpoint", "release_held", "keep_batch_session"]

@@ -90,6 +90,14 @@ def handle_batch(attributes, context):
         return {"status": "error", "reason": reason, "messages": [], "pid": os.getpid()}
     flags = attributes.get("flags") or {}
     batch = engine.Batch()      # lets each message go on with the previous one's session
+    try:
+        replies = _deliver_batch(attributes, messages, flags, batch, context)
+    finally:
+        reuse.keep_batch_session(batch)     # the last session waits for the next request
+    return {"status": "ok", "messages": replies, "pid": os.getpid()}
+
+
+def _deliver_batch(attributes, messages, flags, batch, context):
     replies, stop = [], None
     for position, message in enumerate(messages):
         if stop is not None:
@@ -107,7 +115,7 @@ def handle_batch(attributes, context):
             stop = "destination down"
         elif reply.get("best_mx_transport"):
             stop = "best MX hand-off"
-    return {"status": "ok", "messages": replies, "pid": os.getpid()}
+    return replies
 
 
 def handle_request(attributes, context, hold_idle=False, batch=None):
