@@ -329,6 +329,11 @@ class Sink:
     def nexthop(self):
         return f"[127.0.0.1]:{self.port}"
 
+    def cpu(self):
+        """The sink's own CPU seconds so far (it is one process)."""
+        stat = proc_stat(self.process.pid)
+        return stat[2] / CLOCK_TICKS if stat else 0.0
+
     def counters(self):
         """(sessions ended, QUITs, messages) so far."""
         with open(self.path, "rb") as handle:
@@ -617,6 +622,7 @@ def drain(relay, sink, messages, size):
         sink.idle()
         sessions_before, _, messages_before = sink.counters()
         cpu_before = session_cpu(relay.session)
+        sink_before = sink.cpu()
         tools_before = children_cpu()
         sampler = CpuSampler(relay.session).start()
         release = {}
@@ -660,6 +666,7 @@ def drain(relay, sink, messages, size):
             time.sleep(0.005)
         ended = time.perf_counter()
         cpu = session_cpu(relay.session) - cpu_before
+        sink_cpu = sink.cpu() - sink_before
         tools = children_cpu() - tools_before
         split, processes = sampler.stop()
         sessions_after, _, messages_after = sink.idle()
@@ -673,7 +680,7 @@ def drain(relay, sink, messages, size):
             "tools_cpu": tools, "release": released - started,
             "first": (first or last) - started, "last": last - started,
             "connections": sessions_after - sessions_before, "split": split, "processes": processes,
-            "marks": marks,
+            "marks": marks, "sink_cpu": sink_cpu,
             "method": method,
             "version": getattr(relay, "version", None),
         }
@@ -821,7 +828,8 @@ def print_result(r):
           f"CPU {r['cpu']:.2f}s = {r['cpu_ms']:.2f} ms/msg (tools {r['tools_cpu']:.2f}s), "
           f"release {r['release']:.2f}s, first delivery {r['first']:.2f}s, {r['connections']} SMTP connections")
     print("            delivered: " + ", ".join(f"{share:.0%} at {seconds:.2f}s"
-                                              for share, seconds in sorted(r["marks"].items())))
+                                              for share, seconds in sorted(r["marks"].items()))
+          + f"; the sink's CPU {r['sink_cpu']:.2f}s")
     print("            " + ", ".join(f"{name} {seconds:.2f}s ({r['processes'][name]})" for name, seconds
                                       in sorted(r["split"].items(), key=lambda item: -item[1])
                                       if seconds >= 0.005))
