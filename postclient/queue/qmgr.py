@@ -9,9 +9,12 @@ initial_destination_concurrency, *_destination_concurrency_limit,
 *_destination_recipient_limit, and what routing.py and notices.py read.
 
 One event loop (selectors) on the public qmgr socket, the master's lifeline
-and a pipe that delivery threads use to report.  Each delivery request runs
+and a pipe that other threads use to report.  Each delivery request runs
 in a thread that waits for the delivery agent (postclient.smtp.agent_client);
-the agents are separate processes, so the threads only wait.
+the agents are separate processes, so the threads only wait.  Moving files
+into active/, reading them and removing delivered ones is done by a file
+worker thread (qmgr_files.py), so that the loop never waits for the disk
+while agents wait for work.
 
 Life of a message (postfix qmgr(8)):
   - incoming/ (new mail, woken by sendmail/pickup) and deferred/ (when the
@@ -35,7 +38,6 @@ is deferred instead of being sent a second time.
 """
 
 import collections
-import fcntl
 import logging
 import os
 import queue as queue_module
@@ -47,12 +49,14 @@ from .. import ipc
 from ..smtp import agent_client
 from . import queuefile, statuslog
 from .notices import Notices
+from .qmgr_files import FileWorker
 from .routing import Router
 from .scheduler import Scheduler
 
 PROTOCOL = "qmgr"
 VERSION = 1
-ACTIVATION_CHUNK = 50       # files activated between two looks at the event loop
+ACTIVATION_CHUNK = 50       # loaded files routed between two looks at the event loop
+LOAD_AHEAD = 200            # files handed to the file worker and not yet routed
 log = logging.getLogger("postclient.qmgr")
 
 
@@ -90,11 +94,21 @@ class QueueManager:
         self.results = queue_module.SimpleQueue()
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+        self.files = FileWorker(queue_directory, config.get("minimal_backoff_time"), self._wake)
+        self.loading = 0                        # files handed to the worker, not yet back
         self.threads = set()
         self.stopping = False
         self.candidates = collections.deque()   # (source queue, queue id) to activate
         self.candidate_ids = set()              # the same pairs, for lookups
         self.next_deferred_scan = 0.0
+
+    def _wake(self):
+        """Wake the loop (from any thread); a full pipe is already a wakeup."""
+        try:
+            os.write(self.wake_write, b"x")
+        except BlockingIOError:
+            pass
 
     def _per_transport(self, transport, suffix):
         """<transport>_<suffix>, else default_<suffix> (a Config never changes: cached)."""
@@ -173,15 +187,24 @@ class QueueManager:
             self.candidates.append(candidate)
 
     def activate_candidates(self):
-        """Activate offered files while there is room, at most ACTIVATION_CHUNK of them."""
-        count = 0
-        while self.candidates and self._room() and count < ACTIVATION_CHUNK:
+        """Hand offered files to the file worker while there is room (LOAD_AHEAD at most)."""
+        while (self.candidates and self._room() and self.loading < LOAD_AHEAD):
             candidate = self.candidates.popleft()
             self.candidate_ids.discard(candidate)
             source, queue_id = candidate
             if queue_id not in self.active:
-                self.activate(source, queue_id)
-                count += 1
+                self.files.load(source, queue_id)
+                self.loading += 1
+
+    def take_loaded(self):
+        """Route what the file worker loaded (ACTIVATION_CHUNK at a time)."""
+        for loaded in self.files.results(ACTIVATION_CHUNK):
+            if loaded.outcome == "requeued":
+                self.scan_incoming()    # a removal found the file gone: postclient super moved it
+                continue
+            self.loading -= 1
+            if loaded.outcome == "ok":
+                self.activate(loaded.source, loaded.queued)
 
     def flush(self, site=None):
         """postclient queue -f / -s: deferred mail (for the site) is due now.
@@ -206,35 +229,12 @@ class QueueManager:
         return False
 
     def _room(self):
-        return len(self.active) < self.config.get("qmgr_message_active_limit")
+        return len(self.active) + self.loading < self.config.get("qmgr_message_active_limit")
 
     # --- activation -------------------------------------------------------------------
-    def activate(self, source, queue_id):
-        if not self._move(queue_id, source, "active"):
-            return
-        path = self.path("active", queue_id)
-        try:
-            descriptor = os.open(path, os.O_RDONLY)
-        except OSError as error:
-            log.warning("%s: cannot open queue file: %s", queue_id, error)
-            return
-        try:
-            if self._being_delivered(descriptor):
-                # An agent of an earlier queue manager still delivers it (Postfix's
-                # QMGR_MESSAGE_LOCKED): try again later instead of sending it twice.
-                log.info("%s: still being delivered by an earlier request; deferred", queue_id)
-                self._move(queue_id, "active", "deferred",
-                           mtime=time.time() + self.config.get("minimal_backoff_time"))
-                return
-            queued = queuefile.read_queue_file(path, descriptor)
-        except queuefile.CorruptQueueFile as error:
-            queuefile.move_to_corrupt(self.queue_directory, path, str(error))
-            return
-        except OSError as error:
-            log.warning("%s: cannot read queue file: %s", queue_id, error)
-            return
-        finally:
-            os.close(descriptor)        # also releases the probe's lock
+    def activate(self, source, queued):
+        """A message the file worker moved into active/ and read: route and schedule it."""
+        queue_id, path = queued.queue_id, queued.path
         message = ActiveMessage(queued, path)
         self.active[queue_id] = message
         pending = queued.pending()
@@ -264,17 +264,6 @@ class QueueManager:
                     self.scheduler.add(job)
         if message.outstanding == 0:
             self.finish(message)
-
-    @staticmethod
-    def _being_delivered(descriptor):
-        """True while a delivery agent holds its shared lock on the file.
-
-        The probe's own lock stays until the caller closes the descriptor."""
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False
 
     # --- deliveries -------------------------------------------------------------------
     def start_deliveries(self):
@@ -306,7 +295,7 @@ class QueueManager:
             self.results.put((batch, None, f"{type(error).__name__}: {error}"))
         finally:
             self.threads.discard(threading.current_thread())
-            os.write(self.wake_write, b"x")
+            self._wake()
 
     def handle_results(self):
         while True:
@@ -336,6 +325,10 @@ class QueueManager:
                      if r.get("status") == "ok" and r.get("destination_down")), None)
         self.scheduler.finished(batch, ok=down is None and all(
             r.get("status") in ("ok", "skipped") for r in replies))
+        if down is None:
+            # The agent is free: give it (or another) the next batch before the
+            # book-keeping below, so that agents never wait for that.
+            self.start_deliveries()
         skipped = []
         for job, reply in zip(batch.jobs, replies):
             status = reply.get("status")
@@ -425,13 +418,7 @@ class QueueManager:
                 traced = statuslog.read_status(self.queue_directory, "trace", queue_id)
                 if traced:
                     notices += self.notices.success(queued, traced)
-            try:
-                os.unlink(message.path)
-            except FileNotFoundError:
-                self.scan_incoming()    # moved meanwhile (postclient super -h/-r)
-                return
-            statuslog.remove_status(self.queue_directory, queue_id)
-            log.info("%s: removed", queue_id)
+            self.files.remove(queue_id)     # unlink, status logs, "removed" (qmgr_files.py)
         else:
             notices += self._maybe_warn(queued, pending, age)
             backoff = min(max(age, self.config.get("minimal_backoff_time")),
@@ -505,6 +492,13 @@ class QueueManager:
     # --- the loop ---------------------------------------------------------------------
     def run(self, report_taken=None, report_available=None):
         self.recover_active()
+        self.files.start()
+        try:
+            self._loop(report_taken, report_available)
+        finally:
+            self.files.stop()           # removals already decided are carried out
+
+    def _loop(self, report_taken, report_available):
         self.scan_incoming()
         self.next_deferred_scan = 0.0
         selector = selectors.DefaultSelector()
@@ -521,13 +515,15 @@ class QueueManager:
                 self.next_deferred_scan = now + self.config.get("queue_run_delay")
                 self.scheduler.forget_idle(now)
             if not self.stopping:
+                self.take_loaded()
                 self.activate_candidates()
                 self.start_deliveries()
             if self.stopping and not self.threads:
                 self.handle_results()
                 if not self.threads:
                     return
-            if self.candidates and self._room() and not self.stopping:
+            if not self.stopping and (not self.files.done.empty() or (
+                    self.candidates and self._room() and self.loading < LOAD_AHEAD)):
                 timeout = 0             # more to activate: only look at the events
             else:
                 timeout = max(0.05, min(self.next_deferred_scan - time.time(), 1.0))
