@@ -829,7 +829,7 @@ def print_result(r):
           f"release {r['release']:.2f}s, first delivery {r['first']:.2f}s, {r['connections']} SMTP connections")
     print("            delivered: " + ", ".join(f"{share:.0%} at {seconds:.2f}s"
                                               for share, seconds in sorted(r["marks"].items()))
-          + f"; the sink's CPU {r['sink_cpu']:.2f}s")
+          + f", 100% at {r['last']:.2f}s; the sink's CPU {r['sink_cpu']:.2f}s")
     print("            " + ", ".join(f"{name} {seconds:.2f}s ({r['processes'][name]})" for name, seconds
                                       in sorted(r["split"].items(), key=lambda item: -item[1])
                                       if seconds >= 0.005))
