@@ -110,7 +110,8 @@ class FileWorker:
                 result = Loaded(source, queue_id, "error") if kind == "load" else None
             if result is not None:
                 self.done.put(result)
-                self.wake()
+                if self.done.qsize() == 1:
+                    self.wake()     # more results: the loop was woken for the first one
 
     def _path(self, queue_name, queue_id):
         return os.path.join(self.queue_directory, queue_name, queue_id)
