@@ -764,15 +764,17 @@ def render(rounds, arguments, profile=None):
              "relays; timed from the release command to an empty queue.",
              "- CPU: user+system of every process of the relay's session (master and all its "
              "children, dead ones through the master's cutime/cstime) during the drain; the "
-             "release tools' own CPU is in the \"tools\" column.", "",
+             "release tools' own CPU is in the \"tools\" column, the sink's in its own.", "",
              "| relay | round | drain s | msg/s | CPU s | CPU ms/msg | tools CPU s | release s "
-             "| first delivery s | SMTP connections | release |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| first delivery s | 50% / 90% / 100% delivered s | sink CPU s | SMTP connections "
+             "| release |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for relay, results in by_relay.items():
         for index, r in enumerate(results, 1):
+            marks = " / ".join(f"{r['marks'][share]:.2f}" for share in (0.5, 0.9)) + f" / {r['last']:.2f}"
             lines.append(f"| {relay} | {index} | {r['seconds']:.2f} | {r['rate']:.0f} | {r['cpu']:.2f} | "
                          f"{r['cpu_ms']:.2f} | {r['tools_cpu']:.2f} | {r['release']:.2f} | {r['first']:.2f} | "
-                         f"{r['connections']} | `{r['method']}` |")
+                         f"{marks} | {r['sink_cpu']:.2f} | {r['connections']} | `{r['method']}` |")
     if "Postfix" in by_relay and "postclient" in by_relay:
         speed = median("postclient", "rate") / median("Postfix", "rate")
         cpu = median("postclient", "cpu_ms") / median("Postfix", "cpu_ms")
