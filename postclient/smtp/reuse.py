@@ -81,13 +81,13 @@ which it left READY after a completed transaction moments ago, as in any
 multi-message SMTP session.  The probe is for sessions that sat idle between
 requests or in scache (security rule 14), and each held session records the
 batch that left it, so that only the next message of that batch skips it.
-Between the messages of a batch the session is passed on in the batch
-itself (engine.Batch.held), not through the process-wide slot and its idle
-worker, and keep_batch_session() publishes the last one when the batch ends.
 The MAIL command then does the probe's job: if a continued session breaks
 before MAIL is accepted (lost connection, 421), the engine goes on with a
 new connection to the same server exactly as after a failed probe, and
-nothing is counted against the message or the destination.
+nothing is counted against the message or the destination.  Between the
+messages of a batch the session is passed on in the batch itself
+(engine.Batch.held), not through the process-wide slot and its idle worker;
+keep_batch_session() publishes the last one when the batch ends.
 A held session also goes to scache after HOLD_IDLE seconds without a
 request (a daemon thread; scache calls of that thread run under the lock a
 new request takes first, so one process never talks to scache twice at

@@ -154,6 +154,10 @@ def handle_request(attributes, context, hold_idle=False, batch=None):
         log.warning("%s: delivery request refused: %s", attributes.get("queue_id", "?"), error)
         return {"status": "corrupt" if error.corrupt else "error", "reason": str(error),
                 "results": [], "pid": os.getpid()}
+    except BaseException:
+        if marker is not None:
+            os.close(marker)
+        raise
     flags = attributes.get("flags") or {}
     request = DeliveryRequest(
         queue_id=queued.queue_id, nexthop=nexthop, sender=queued.sender,
