@@ -6,14 +6,15 @@ queue_run_delay, minimal_backoff_time, maximal_backoff_time,
 maximal_queue_lifetime, bounce_queue_lifetime, delay_warning_time,
 transport_retry_time, qmgr_message_active_limit,
 initial_destination_concurrency, *_destination_concurrency_limit,
-*_destination_recipient_limit, and what routing.py and notices.py read.
+*_destination_recipient_limit, *_delivery_batch_limit, and what routing.py
+and notices.py read.
 
 One event loop (selectors) on the public qmgr socket, the master's lifeline
 and a pipe that other threads use to report.  Each delivery request runs
 in a thread that waits for the delivery agent (postclient.smtp.agent_client);
 the agents are separate processes, so the threads only wait.  Moving files
 into active/, reading them and removing delivered ones is done by a file
-worker thread (qmgr_files.py), so that the loop never waits for the disk
+worker's threads (qmgr_files.py), so that the loop never waits for the disk
 while agents wait for work.
 
 Life of a message (postfix qmgr(8)):
@@ -21,10 +22,13 @@ Life of a message (postfix qmgr(8)):
     file's mtime - its next attempt time - has come) are moved to active/,
     up to qmgr_message_active_limit messages;
   - each pending recipient is routed to (transport, next-hop) and requests go
-    to private/<transport> under the scheduler's concurrency limits;
+    to private/<transport> under the scheduler's concurrency limits, several
+    messages per request while a destination has a backlog (scheduler.py);
   - the agents mark recipients done in the queue file and write bounce/defer
     /trace records; the queue file is the truth, so after the last request a
-    message is re-read: nothing pending -> notices, then removed; else
+    message is re-read (unless it was a first pass whose recipients the
+    agents all reported sent: they reply after their done marks): nothing
+    pending -> notices, then removed; else
     bounces so far are returned, a delay warning may go out, and the message
     moves to deferred/ with mtime now + clamp(age, minimal_backoff_time,
     maximal_backoff_time) - or, past maximal_queue_lifetime
