@@ -11,11 +11,17 @@ import json
 import re
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 
+from postclient.config.config import Config
+from postclient.queue import queuefile
+from postclient.smtp import reuse, service
+from postclient.smtp.request import Recipient
 from tests.integration.dovecot_lmtp import DovecotLmtp
+from tests.scache_standin import ScacheProcess
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +195,45 @@ def test_missing_unix_socket_is_deferred(dovecot, config_dir):
     assert (line["status"], line["dsn"]) == ("deferred", "4.4.1"), line
     assert path in line["text"] and "No such file or directory" in line["text"], line
     assert not stored(dovecot, "alice", marker)
+
+
+# --- a batched delivery request through the lmtp service ---------------------------------
+
+class _ServiceContext:
+    def __init__(self, config_dir):
+        self.config = Config.load(config_dir, process_name="lmtp")
+        self.queue_directory = self.config.get("queue_directory")
+        self.command = "lmtp"
+
+
+def test_a_batch_goes_to_dovecot_over_one_session(dovecot, tmp_path, transport):
+    nexthop, relay = transport
+    root = tmp_path / "q"
+    for name in ("active", "bounce", "defer", "trace", "private"):
+        (root / name).mkdir(parents=True)
+    (tmp_path / "main.cf").write_text(f"queue_directory = {root}\nmyhostname = postclient.test\n"
+                                      f"maillog_file = {tmp_path}/maillog\n")
+    scache = ScacheProcess(str(tmp_path))
+    try:
+        markers, messages = {}, []
+        for n, user in enumerate(("alice", "bob", "carol")):
+            marker, content = message(f"batch {n}")
+            markers[user] = marker
+            path = queuefile.write_queue_file(str(root / "active"), f"L{n}", sender="sender@client.test",
+                                              recipients=[Recipient(f"{user}@lmtp.test")],
+                                              content=content.replace(b"\n", b"\r\n"),
+                                              arrival_time=time.time())
+            offsets = [{"offset": r.offset} for r in queuefile.read_queue_file(path).recipients]
+            messages.append({"queue_name": "active", "queue_id": f"L{n}", "recipients": offsets})
+        connects_before = dovecot.log().count("Info: Connect from")
+        reply = service.handle_batch({"request": "deliver", "nexthop": nexthop, "messages": messages,
+                                      "flags": {}}, _ServiceContext(str(tmp_path)))
+        assert [m["results"][0]["status"] for m in reply["messages"]] == ["sent"] * 3, reply
+        assert {m["results"][0]["relay"] for m in reply["messages"]} == {relay}
+        for user, marker in markers.items():
+            assert len(stored(dovecot, user, marker)) == 1
+        # one LMTP session for the three (no probe in between: nothing else to see)
+        assert dovecot.log().count("Info: Connect from") == connects_before + 1
+    finally:
+        reuse.release_held()
+        scache.kill()
