@@ -502,7 +502,11 @@ class PostclientRelay:
         return os.path.join(self.root, *parts)
 
     def command(self, *args):
-        return [PYTHON, "-m", "postclient", "-c", self.path("etc"), *args]
+        """The ``postclient`` command an operator runs (the virtualenv's console
+        script when there is one; ``python -m postclient`` starts runpy first)."""
+        script = os.path.join(os.path.dirname(PYTHON), "postclient")
+        program = [script] if os.access(script, os.X_OK) else [PYTHON, "-m", "postclient"]
+        return [*program, "-c", self.path("etc"), *args]
 
     def start(self):
         # short: UNIX socket paths under the queue are limited to 107 bytes
