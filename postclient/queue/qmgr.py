@@ -329,7 +329,7 @@ class QueueManager:
                      if r.get("status") == "ok" and r.get("destination_down")), None)
         self.scheduler.finished(batch, ok=down is None and all(
             r.get("status") in ("ok", "skipped") for r in replies))
-        if down is None:
+        if down is None and not self.stopping:
             # The agent is free: give it (or another) the next batch before the
             # book-keeping below, so that agents never wait for that.
             self.start_deliveries()
@@ -354,9 +354,11 @@ class QueueManager:
                 self._defer_job(waiting, reason)
                 self._job_finished(waiting.message)
         else:
-            for job in skipped:         # not attempted, for no reason the agent gave
-                self._defer_job(job, ("4.3.0", "delivery request not completed"))
-                self._job_finished(job.message)
+            # Not attempted because the agent is stopping (reload, master gone):
+            # the jobs wait for another agent, as if never sent.  If this queue
+            # manager stops too, they stay in active/ for the next one.
+            for job in skipped:
+                self.scheduler.add(job)
 
     def _job_finished(self, message):
         message.outstanding -= 1

@@ -21,7 +21,10 @@ queue file already marks done are skipped, whoever asks for them.
 A batched request (``messages``: several queue files for one next-hop) is
 delivered message by message, each exactly as a request of its own, over
 one session kept between them; after a message reports the destination down
-(or a best-MX hand-off) the rest are not attempted and come back "skipped".
+(or a best-MX hand-off), or once the master has gone away (the skeleton's
+lifeline: a stopping agent finishes the message at hand, as Postfix's agents
+finish their request, but starts no other), the rest are not attempted and
+come back "skipped".
 """
 
 import fcntl
@@ -99,7 +102,10 @@ def handle_batch(attributes, context):
 
 def _deliver_batch(attributes, messages, flags, batch, context):
     replies, stop = [], None
+    stopping = getattr(context, "lifeline_closed", None)   # the master went away (skeleton)
     for position, message in enumerate(messages):
+        if stop is None and position and stopping is not None and stopping():
+            stop = "delivery agent stopping"    # finish the message at hand, start no other
         if stop is not None:
             replies.append({"status": "skipped", "reason": stop, "results": [],
                             "pid": os.getpid()})

@@ -538,3 +538,21 @@ def test_a_batch_resolves_its_destination_once(queue_dir, scripted_dns, scache_p
     reply = deliver_batch(config_dir, "broken.test", queue_batch(config_dir, 3, "T"))
     assert [m["results"][0]["status"] for m in reply["messages"]] == ["deferred"] * 3
     assert len(scripted_dns.queries) == 2 * one_message     # not 4 times
+
+
+def test_a_stopping_agent_finishes_the_message_at_hand_and_starts_no_other(queue_dir, servers,
+                                                                          scache_process,
+                                                                          scache_calls):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    server = servers()
+    messages = queue_batch(config_dir, 4)
+    context = BatchContext(config_dir)
+    delivered = []
+    context.lifeline_closed = lambda: bool(delivered.append(1) or len(delivered) > 1)
+    reply = service.handle_batch({"request": "deliver", "nexthop": server.nexthop,
+                                  "messages": messages, "flags": {}}, context)
+    # asked before the 2nd message (still open) and before the 3rd (closed: the master went away)
+    assert [m["status"] for m in reply["messages"]] == ["ok", "ok", "skipped", "skipped"]
+    assert reply["messages"][2]["reason"] == "delivery agent stopping"
+    assert server.messages == 2 and pending_after(config_dir, messages) == [0, 0, 1, 1]
