@@ -17,6 +17,7 @@ from postclient import ipc
 from postclient.queue import queuefile, statuslog
 from postclient.queue.qid import new_queue_id
 from postclient.smtp.request import Recipient
+from tests.integration.counting_server import CountingServer
 from tests.integration.master_harness import master_instance, wait_until  # noqa: F401
 from tests.integration.servers import Script, recording_server  # noqa: F401
 
@@ -268,3 +269,33 @@ def test_a_backlog_goes_out_in_batches_over_few_sessions(master_instance, record
     probes = sum(line.upper() == b"RSET\r\n" for s in server.sessions for line in s.lines)
     assert probes + len(server.sessions) <= 12
     assert len(master.log_lines(r"status=sent")) == 30
+
+
+def test_a_reload_during_a_batched_drain_defers_nothing(master_instance):
+    # Agents see the reload (their lifeline closes) in the middle of their batches:
+    # each finishes the message at hand and hands the rest back, which new agents
+    # deliver - nothing is deferred, nothing is sent twice.
+    server = CountingServer(dot_delay=0.05).start()
+    try:
+        master = master_instance(MASTER_CF + ["scache unix - - n - 1 scache"],
+                                 f"relayhost = {server.nexthop}\n{FAST_RETRY}"
+                                 "initial_destination_concurrency = 2\n"
+                                 "default_destination_concurrency_limit = 2\n"
+                                 "default_delivery_batch_limit = 10\n")
+        incoming = os.path.join(master.queue_directory, "incoming")
+        for n in range(40):
+            queue_id = new_queue_id()
+            queuefile.write_queue_file(incoming, queue_id, sender="alice@example.com",
+                                       recipients=[Recipient(f"r{n}@example.com")],
+                                       content=b"Message-Id: <" + queue_id.encode() + b"@x>\r\n\r\nhi\r\n",
+                                       arrival_time=time.time())
+        wake(master)
+        wait_until(lambda: len(server.counts()) >= 3, 30, what="the first deliveries")
+        master.reload()
+        wait_until(lambda: len(server.counts()) == 40 and empty_queue(master), 60,
+                   what="the drain after the reload")
+        assert sorted(server.counts().values()) == [1] * 40
+        assert not master.log_lines(r"status=deferred")
+        assert not os.listdir(os.path.join(master.queue_directory, "defer"))
+    finally:
+        server.stop()
