@@ -503,6 +503,25 @@ class QueueManager:
             self._loop(report_taken, report_available)
         finally:
             self.files.stop()           # removals already decided are carried out
+        if self.active or self.candidates:
+            self._wake_successor()
+
+    def _wake_successor(self):
+        """Mail is left in active/ (or waiting): make the master start the next
+        queue manager now.  After a reload the master's own wakeup may have
+        reached this one while it was stopping; the next would come only
+        with new mail or the wakeup timer (300 s).  A connection to our public
+        socket is what makes the master spawn one (once this process is gone)."""
+        try:
+            path = self.listen_socket.getsockname() if self.listen_socket is not None else None
+            if path:
+                sock = ipc.connect_unix(path, time.monotonic() + 1)
+                try:
+                    ipc.send_message(sock, {"request": "wakeup"}, time.monotonic() + 1)
+                finally:
+                    sock.close()
+        except (OSError, ipc.IpcError):
+            pass                        # the master is gone: its next start recovers active/
 
     def _loop(self, report_taken, report_available):
         self.scan_incoming()
@@ -533,7 +552,9 @@ class QueueManager:
                 timeout = 0             # more to activate: only look at the events
             else:
                 timeout = max(0.05, min(self.next_deferred_scan - time.time(), 1.0))
-            for key, _ in selector.select(timeout):
+            # The lifeline first: a stopping queue manager must not take the
+            # wakeup the master sends to its successor.
+            for key, _ in sorted(selector.select(timeout), key=lambda e: e[0].data != "lifeline"):
                 if key.data == "wake":
                     try:
                         os.read(self.wake_read, 4096)
