@@ -53,7 +53,7 @@ from .. import ipc
 from ..smtp import agent_client
 from . import queuefile, statuslog
 from .notices import Notices
-from .qmgr_files import FileWorker
+from .qmgr_files import FileWorker, move
 from .routing import Router
 from .scheduler import Scheduler
 
@@ -130,23 +130,8 @@ class QueueManager:
 
     # --- moving files -----------------------------------------------------------------
     def _move(self, queue_id, source, target, mtime=None):
-        """Rename a queue file between queue directories; False when it vanished.
-
-        No directory fsync: the rename is atomic, the message itself is already
-        durable, and a move lost in a crash only leaves the file in its previous
-        queue directory, where recovery finds it (done marks live in the file).
-        """
-        old, new = self.path(source, queue_id), self.path(target, queue_id)
-        if mtime is not None:
-            try:
-                os.utime(old, (mtime, mtime))
-            except FileNotFoundError:
-                return False
-        try:
-            os.rename(old, new)
-        except FileNotFoundError:
-            return False
-        return True
+        """qmgr_files.move() in this queue directory."""
+        return move(self.queue_directory, queue_id, source, target, mtime)
 
     def recover_active(self):
         """Messages left in active/ by a crash go back to incoming/."""

@@ -1,6 +1,6 @@
 """The queue manager's file I/O, in a thread of its own.
 
-Exports FileWorker and Loaded.  Used by postclient.queue.qmgr.
+Exports FileWorker, Loaded and move().  Used by postclient.queue.qmgr.
 
 Why threads: activating a message (rename into active/, lock probe, read)
 and removing a delivered one (unlink of the file and its status logs) wait
@@ -118,9 +118,7 @@ class FileWorker:
 
     def _load(self, source, queue_id):
         path = self._path("active", queue_id)
-        try:
-            os.rename(self._path(source, queue_id), path)
-        except FileNotFoundError:
+        if not move(self.queue_directory, queue_id, source, "active"):
             return Loaded(source, queue_id, "vanished")
         try:
             descriptor = os.open(path, os.O_RDONLY)
@@ -132,9 +130,8 @@ class FileWorker:
                 # An agent of an earlier queue manager still delivers it: try
                 # again later instead of sending it twice.
                 log.info("%s: still being delivered by an earlier request; deferred", queue_id)
-                until = time.time() + self.locked_backoff
-                os.utime(path, (until, until))
-                os.rename(path, self._path("deferred", queue_id))
+                move(self.queue_directory, queue_id, "active", "deferred",
+                     mtime=time.time() + self.locked_backoff)
                 return Loaded(source, queue_id, "locked")
             return Loaded(source, queue_id, "ok", queuefile.read_queue_file(path, descriptor))
         except queuefile.CorruptQueueFile as error:
@@ -154,6 +151,25 @@ class FileWorker:
         statuslog.remove_status(self.queue_directory, queue_id)
         log.info("%s: removed", queue_id)
         return None
+
+
+def move(queue_directory, queue_id, source, target, mtime=None):
+    """Rename a queue file between queue directories; False when it vanished.
+
+    ``mtime``: set first (in deferred/, the time of the next attempt).  No
+    directory fsync: the rename is atomic, the message itself is already
+    durable, and a move lost in a crash only leaves the file in its previous
+    queue directory, where recovery finds it (done marks live in the file).
+    """
+    old = os.path.join(queue_directory, source, queue_id)
+    new = os.path.join(queue_directory, target, queue_id)
+    try:
+        if mtime is not None:
+            os.utime(old, (mtime, mtime))
+        os.rename(old, new)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _being_delivered(descriptor):
