@@ -34,13 +34,12 @@ import dataclasses
 
 @dataclasses.dataclass(eq=False)
 class Job:
-    """One delivery request: some recipients of one message, to one destination."""
+    """Some recipients of one message, to one destination (a Batch carries Jobs)."""
 
     message: object          # the queue manager's ActiveMessage
     transport: str
     nexthop: str
     offsets: list
-    cache_flags: bool = False
 
     @property
     def key(self):
@@ -135,8 +134,6 @@ class Scheduler:
             while destination.todo and destination.busy < destination.window:
                 jobs = [destination.todo.popleft() for _ in range(min(size, len(destination.todo)))]
                 cache_flags = bool(destination.todo) or destination.busy > 0
-                for job in jobs:
-                    job.cache_flags = cache_flags
                 destination.busy += 1
                 started.append(Batch(destination.key, jobs, cache_flags))
         return started
