@@ -50,6 +50,7 @@ import threading
 import time
 
 from .. import ipc
+from ..master import wakeup
 from ..smtp import agent_client
 from . import queuefile, statuslog
 from .notices import Notices
@@ -499,14 +500,10 @@ class QueueManager:
         socket is what makes the master spawn one (once this process is gone)."""
         try:
             path = self.listen_socket.getsockname() if self.listen_socket is not None else None
-            if path:
-                sock = ipc.connect_unix(path, time.monotonic() + 1)
-                try:
-                    ipc.send_message(sock, {"request": "wakeup"}, time.monotonic() + 1)
-                finally:
-                    sock.close()
-        except (OSError, ipc.IpcError):
-            pass                        # the master is gone: its next start recovers active/
+        except OSError:
+            path = None
+        if path:
+            wakeup.send_wakeup(path)    # fails when the master is gone: its next start recovers
 
     def _loop(self, report_taken, report_available):
         self.scan_incoming()
