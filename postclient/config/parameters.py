@@ -193,6 +193,7 @@ queue_run_delay | time:s | 300s | 1s.. | How often the deferred queue is scanned
 transport_retry_time | time:s | 60s | 1s.. | How long a failed transport is avoided
 qmgr_message_active_limit | int | 20000 | 1.. | Maximal messages in the active queue
 qmgr_message_recipient_limit | int | 20000 | 1.. | Maximal recipients held in memory by the queue manager
+qmgr_priority_boost | int | 5 | 0..19 | Nice levels the queue manager raises its CPU priority by, where the system allows it (postclient; 0 = as Postfix)
 initial_destination_concurrency | int | 5 | 1.. | Parallel deliveries to a destination when it starts
 default_destination_concurrency_limit | int | 20 | 1.. | Maximal parallel deliveries to one destination
 default_destination_recipient_limit | int | 50 | 1.. | Maximal recipients per delivery request

@@ -18,7 +18,7 @@ from postclient.queue import queuefile, statuslog
 from postclient.queue.qid import new_queue_id
 from postclient.smtp.request import Recipient
 from tests.integration.counting_server import CountingServer
-from tests.integration.master_harness import master_instance, wait_until  # noqa: F401
+from tests.integration.master_harness import cmdline, master_instance, wait_until  # noqa: F401
 from tests.integration.servers import Script, recording_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -79,6 +79,36 @@ def test_submitted_mail_is_delivered_and_removed(master_instance, recording_serv
     assert master.wait_for_log(rf"{queue_id}: removed")
     assert master.log_lines(rf"{queue_id}: from=<alice@example.com>, size=\d+, nrcpt=2 \(queue active\)")
     assert len(master.log_lines(rf"{queue_id}: to=<.*status=sent")) == 2
+
+
+def nice_values(pid):
+    """The nice value of each thread of a process (Linux keeps one per thread)."""
+    values = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/stat") as handle:
+            data = handle.read()
+        values.append(int(data[data.rindex(")") + 2:].split()[16]))
+    return values
+
+
+def qmgr_pid(master):
+    found = [pid for pid in master.session_pids() if "qmgr" in (cmdline(pid) or "")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may raise a priority")
+@pytest.mark.parametrize("boost", [None, 0, 3])
+def test_the_queue_manager_runs_at_a_raised_priority(master_instance, recording_server, boost):
+    server = recording_server()
+    extra = "" if boost is None else f"qmgr_priority_boost = {boost}\n"
+    master = start(master_instance, server, extra)
+    submit(master, ["bob@example.net"])                # the file worker's threads are running
+    wait_until(lambda: empty_queue(master), 20, what="the queue to drain")
+    master_nice = nice_values(master.master_pid)[0]
+    expected = max(-20, master_nice - (5 if boost is None else boost))
+    threads = nice_values(qmgr_pid(master))
+    assert len(threads) > 1 and set(threads) == {expected}
 
 
 def test_a_5xx_recipient_produces_an_rfc3464_bounce(master_instance, recording_server):
