@@ -611,6 +611,27 @@ def test_move_message_is_one_rename_that_never_replaces(qdir):
         manage.move_message(str(qdir), ID1, "deferred", "defer")
 
 
+@pytest.mark.parametrize("renameat2", ["kernel", "missing"])
+def test_a_move_keeps_the_file_it_would_replace(qdir, monkeypatch, renameat2):
+    """renameat2(RENAME_NOREPLACE) where there is one, an lstat first where not."""
+    if renameat2 == "missing":
+        monkeypatch.setattr(manage, "_renameat2", None)
+    else:
+        assert manage._renameat2 is not None          # glibc >= 2.28 has it
+    put(qdir, "hold", ID1)
+    (qdir / "deferred" / ID1).write_bytes(b"the other copy")
+    mover = manage.QueueMover(str(qdir))
+    try:
+        with pytest.raises(FileExistsError, match=f"deferred/{ID1} already exists"):
+            mover.move(ID1, "hold", "deferred")
+        assert mover.move(ID2, "hold", "deferred") is False
+        put(qdir, "hold", ID2)
+        assert mover.move(ID2, "hold", "deferred") is True
+    finally:
+        mover.close()
+    assert (qdir / "deferred" / ID1).read_bytes() == b"the other copy"
+    assert files(qdir, "hold") == [ID1] and files(qdir, "deferred") == [ID1, ID2]
+
 
 def test_queue_mover_fsyncs_each_directory_once_after_many_moves(qdir, monkeypatch):
     for queue_id in (ID1, ID2, ID3):
