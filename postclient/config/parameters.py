@@ -113,6 +113,7 @@ smtp_tls_cipherlist | str | | | Obsolete: OpenSSL cipher list for TLS
 smtp_destination_concurrency_limit | int | $default_destination_concurrency_limit | 0.. | Maximal parallel deliveries to one destination via smtp
 smtp_destination_recipient_limit | int | $default_destination_recipient_limit | 0.. | Maximal recipients per delivery via smtp
 smtp_delivery_batch_limit | int | $default_delivery_batch_limit | 0.. | Maximal messages per delivery request via smtp (postclient)
+smtp_agent_threads | int | 5 | 1..1000 | Clients one smtp delivery agent process serves at once, each in a thread; maxproc counts clients (postclient; 1 = as Postfix)
 smtp_connect_timeout | time:s | 30s | 0.. | Time limit for completing a TCP connection (0 = the system's limit)
 smtp_helo_timeout | time:s | 300s | 1s.. | Time limit for the greeting and the reply to EHLO/HELO
 smtp_mail_timeout | time:s | 300s | 1s.. | Time limit for the reply to MAIL FROM

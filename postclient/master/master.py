@@ -262,6 +262,8 @@ class Master:
             syslog_name=self.config.get("syslog_name") or "postclient",
             listen_socket=service.listen_socket, status_socket=service.status_child_socket,
             lifeline_fd=service.lifeline_read, verbose=self.verbose,
+            # the state before fork, as in the parent's Spawner.spawn()
+            threads=service.next_child_threads(),
             close_fds=[fd for fd in self._master_fds() if fd not in own])
         skeleton.run_child(start)
 

@@ -1,7 +1,9 @@
 """Per-service state in the master: the children, their availability, the throttle.
 
-Exports MasterService and Child.  Reads default_process_limit (maxproc "-")
-and service_throttle_time, through the Config handed to it.
+Exports MasterService and Child.  Reads default_process_limit (maxproc "-"),
+service_throttle_time and, for a threaded service, smtp_agent_threads (or
+its lmtp mirror) with the service's -o overrides, through the Config handed
+to it.
 
 A MasterService is one master.cf entry the master runs.  It knows its
 children (pid -> Child), which of them are available for a new client, its
@@ -15,11 +17,15 @@ the listen socket, the status channel and the lifeline to it.
 
 import dataclasses
 
+from ..config.errors import ConfigError
+from ..server import registry
+
 
 @dataclasses.dataclass
 class Child:
     pid: int
     generation: int
+    threads: int = 1         # clients it serves at once (registry.THREADS)
     available: bool = True   # the master counts a new child as available (Postfix)
     use_count: int = 0       # clients served to completion (taken -> available reports)
 
@@ -48,6 +54,11 @@ class MasterService:
         self.name = spec.name
         self.title = title
         self.process_limit = spec.process_limit(config)   # 0 = no limit
+        try:
+            self.threads = registry.threads_wanted(spec.command,
+                                                   config.with_overrides(spec.overrides))
+        except ConfigError:
+            self.threads = 1    # the child reads it too, fails at start and is throttled
         self.throttle_time = config.get("service_throttle_time")
 
     @property
@@ -55,8 +66,8 @@ class MasterService:
         return self.spec.key
 
     # --- accounting -------------------------------------------------------------
-    def add_child(self, pid):
-        child = Child(pid, self.generation)
+    def add_child(self, pid, threads=1):
+        child = Child(pid, self.generation, threads)
         self.children[pid] = child
         self.used = True
         return child
@@ -72,8 +83,19 @@ class MasterService:
         return sum(1 for child in self.children.values()
                    if child.available and child.generation == self.generation)
 
+    def slots(self):
+        """Clients the children can serve at once: what maxproc limits."""
+        return sum(child.threads for child in self.children.values())
+
     def below_limit(self):
-        return self.process_limit == 0 or self.total() < self.process_limit
+        return self.process_limit == 0 or self.slots() < self.process_limit
+
+    def next_child_threads(self):
+        """Threads for the next child: the service's *_agent_threads, but never
+        past maxproc (with maxproc 7 and 5 threads: a child of 5, then of 2)."""
+        if self.process_limit == 0:
+            return self.threads
+        return max(1, min(self.threads, self.process_limit - self.slots()))
 
     def is_current(self, child):
         return child.generation == self.generation and not self.removed and not self.stopping

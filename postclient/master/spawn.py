@@ -42,6 +42,7 @@ class Spawner:
 
     def spawn(self, service, now):
         """Fork one child for ``service``; its pid, or None when fork failed."""
+        threads = service.next_child_threads()
         try:
             pid = self.system.fork()
         except OSError as error:
@@ -53,7 +54,7 @@ class Spawner:
                 self.child_main(service)
             finally:
                 self.system.exit_child(1)   # the skeleton never returns; never run master code
-        service.add_child(pid)
+        service.add_child(pid, threads)
         self.owner[pid] = service
         return pid
 

@@ -5,7 +5,8 @@ MAX_FAILURES.  Reads nothing itself: the caller passes
 $queue_directory/private/scache and connection_cache_protocol_timeout.
 
 One persistent connection per process (Postfix's auto_clnt), opened at the
-first call and kept between delivery requests.  Every call is bounded by
+first call and kept between delivery requests.  The threads of a threaded
+agent share it: one call at a time (a lock), each a short exchange.  Every call is bounded by
 the protocol timeout (connect, announcement, request and reply together).
 
 The cache is an optimisation, never a dependency (security rule 14): every
@@ -26,6 +27,7 @@ caller owns.  Anything else received is closed here.
 import logging
 import os
 import select
+import threading
 import time
 
 from .. import ipc
@@ -52,6 +54,7 @@ class ScacheClient:
         self.failures = 0
         self.disabled = False
         self.pid = os.getpid()
+        self._lock = threading.Lock()     # one call at a time over the one connection
 
     # --- the four requests ------------------------------------------------------------
     def save_endp(self, ttl, label, properties, fd):
@@ -93,6 +96,10 @@ class ScacheClient:
     # --- one call, with failure accounting -------------------------------------------------
     def _call(self, request, fds=(), want_fd=False, retry=True):
         """(reply attributes, fd or None), or None when the cache is unusable."""
+        with self._lock:
+            return self._call_locked(request, fds, want_fd, retry)
+
+    def _call_locked(self, request, fds, want_fd, retry):
         attempts = 0
         while not self.disabled:
             attempts += 1
@@ -168,14 +175,16 @@ class ScacheClient:
 
 
 _shared = {}
+_shared_lock = threading.Lock()
 
 
 def shared_client(queue_directory, timeout):
     """This process's client for ``$queue_directory/private/scache`` (made at first use)."""
     path = os.path.join(queue_directory, "private", SOCKET_NAME)
-    client = _shared.get(path)
-    if client is None or client.pid != os.getpid():
-        client = _shared[path] = ScacheClient(path, timeout)
+    with _shared_lock:
+        client = _shared.get(path)
+        if client is None or client.pid != os.getpid():
+            client = _shared[path] = ScacheClient(path, timeout)
     client.timeout = timeout
     return client
 

@@ -1,6 +1,7 @@
 """master.cf command names and the modules that implement them.
 
-Exports SERVICES, MODES, ServiceLoadError and load_service().  Reads nothing.
+Exports SERVICES, MODES, THREADS, ServiceLoadError, load_service(),
+threads_wanted() and preload().  Reads nothing.
 
 SERVICES maps the command column of master.cf to (module, mode):
   - "single": the module exports ``serve(conn, context)``, called for ONE
@@ -27,6 +28,9 @@ SERVICES = {
     "echo": ("postclient.server.echo", "single"),   # health check, diagnostics, tests
 }
 MODES = {"single": "serve", "multi": "run"}
+# "single" services whose serve() may run in several threads of one process at
+# once, and the parameter that says how many (skeleton.serve_threaded()).
+THREADS = {"smtp": "smtp_agent_threads", "lmtp": "lmtp_agent_threads"}
 
 
 class ServiceLoadError(Exception):
@@ -50,6 +54,14 @@ def load_service(command):
         raise ServiceLoadError(f"{command}: {module_name} has no {entry_point}() "
                                f"(a {mode} service must export one)")
     return module, mode
+
+
+def threads_wanted(command, config):
+    """Clients one process of ``command`` serves at once: 1, or for a threaded
+    service its parameter in ``config`` (main.cf with the service's -o
+    overrides).  ConfigError for a bad value."""
+    name = THREADS.get(command)
+    return config.get(name) if name else 1
 
 
 def preload(commands):

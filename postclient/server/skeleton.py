@@ -1,8 +1,9 @@
 """The child skeleton: the one life every service process lives.
 
-Exports ServiceContext, ChildStart, run_child(), serve_single(), serve_one(),
-WatchdogTimeout and where().
-Reads max_use, max_idle, daemon_timeout, ipc_timeout, syslog_name (and
+Exports ServiceContext, ChildStart, run_child(), serve_single(),
+serve_threaded(), serve_one(), WatchdogTimeout and where().
+Reads max_use, max_idle, daemon_timeout, ipc_timeout, syslog_name,
+smtp_agent_threads or its lmtp mirror (a threaded command only; and
 whatever logging reads) from main.cf with the service's master.cf ``-o``
 overrides.
 
@@ -18,8 +19,10 @@ returns.  In order, the child:
      process_name = the service name, sets up logging and the process
      title ``$syslog_name/<service name>``;
   4. loads its module (registry.py) and calls its optional init(context);
-  5. serves: "single" services get one accepted connection per serve() call;
-     "multi" services get run(context) and their own event loop.
+  5. serves: "single" services get one accepted connection per serve() call
+     (``ChildStart.threads`` > 1: several at once, serve_threaded()), then
+     their optional shutdown(context); "multi" services get run(context) and
+     their own event loop.
 Anything that goes wrong before the first client is fatal (logged with
 "fatal:", exit status 1), so the master throttles the service instead of
 fork-looping.
@@ -33,6 +36,8 @@ stopping) -- but never in the middle of a client.  Each client runs under
 the daemon_timeout watchdog: a service stuck longer is killed with a fatal
 log line.  An exception raised by serve() is logged, the client is closed,
 and the child goes on serving: a bad request must not take the service down.
+A threaded child (smtp_agent_threads) keeps these rules for the process as a
+whole: see serve_threaded().
 """
 
 import dataclasses
@@ -41,6 +46,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 import traceback
 
@@ -50,7 +56,7 @@ from .. import log
 from ..config.config import Config
 from ..config.errors import ConfigError
 from ..master.proto import AVAILABLE, TAKEN, encode_status
-from .registry import ServiceLoadError, load_service
+from .registry import ServiceLoadError, load_service, threads_wanted
 
 logger = logging.getLogger(log.LOGGER_NAME)
 EXIT_FATAL = 1
@@ -118,6 +124,7 @@ class ChildStart:
     lifeline_fd: int
     close_fds: list              # the master's descriptors that are not this child's
     verbose: bool = False        # -v on the master's command line
+    threads: int = 1             # clients served at once (a threaded service; see serve_threaded)
 
 
 def _readable(fd, timeout):
@@ -216,6 +223,7 @@ def _child(start):
             max_idle=config.get("max_idle"), ipc_timeout=config.get("ipc_timeout"),
             daemon_timeout=config.get("daemon_timeout"), generation=start.generation,
             status_socket=start.status_socket)
+        threads_wanted(spec.command, config)    # the master's choice came from it: check it
     except ConfigError as error:
         _fatal(str(error))
     try:
@@ -231,7 +239,14 @@ def _child(start):
     if mode == "multi":
         module.run(context)
         return 0
-    return serve_single(module.serve, context)
+    if start.threads > 1:
+        status = serve_threaded(module.serve, context, start.threads)
+    else:
+        status = serve_single(module.serve, context)
+    shutdown = getattr(module, "shutdown", None)
+    if shutdown is not None:
+        shutdown(context)
+    return status
 
 
 def _watchdog(signum, frame):
@@ -300,5 +315,142 @@ def serve_single(serve, context):
     return 0
 
 
-__all__ = ["ServiceContext", "ChildStart", "run_child", "serve_single", "serve_one",
-           "WatchdogTimeout", "where"]
+class _Pool:
+    """serve_threaded()'s shared state: who is busy since when, how many clients so far."""
+
+    def __init__(self, serve, context, threads):
+        self.serve = serve
+        self.context = context
+        self.threads = threads
+        self.lock = threading.Lock()
+        self.busy = {}                  # thread ident -> time.monotonic() its client came
+        self.uses = 0
+        self.last_done = time.monotonic()
+        self.stopping = False
+        self.reported_taken = False
+        self.stop_read, self.stop_write = os.pipe()
+
+    def stop(self, why):
+        """Accept no more clients; the workers finish the ones they have."""
+        with self.lock:
+            if self.stopping:
+                return
+            self.stopping = True
+            logger.debug("%s -- exiting", why)
+            if not self.reported_taken:
+                # The master must not count on this process for the clients
+                # still to come: it spawns another child when they wait.
+                self.reported_taken = True
+                self.context.report_taken()
+        os.write(self.stop_write, b"x")
+
+    def worker(self):
+        listen, context = self.context.listen_socket, self.context
+        poller = select.poll()
+        poller.register(listen.fileno(), select.POLLIN)
+        poller.register(self.stop_read, select.POLLIN)
+        while True:
+            try:
+                events = dict(poller.poll())
+            except InterruptedError:
+                continue
+            if self.stop_read in events or self.stopping:
+                return
+            try:
+                conn, _ = listen.accept()
+            except (BlockingIOError, InterruptedError):
+                continue     # another thread or child took this client
+            except OSError as error:
+                logger.error("accept connection: %s", error.strerror or error)
+                time.sleep(1)
+                continue
+            self._serve(conn)
+            if context.lifeline_closed():
+                self.stop("master disconnect")
+
+    def _serve(self, conn):
+        me = threading.get_ident()
+        with self.lock:
+            self.uses += 1
+            last = self.uses >= self.context.max_use
+            self.busy[me] = time.monotonic()
+            if len(self.busy) == self.threads and not self.reported_taken:
+                self.reported_taken = True
+                self.context.report_taken()
+        if last:
+            self.stop("max_use reached")
+        try:
+            conn.setblocking(True)
+            self.serve(conn, self.context)
+        except Exception as error:
+            logger.error("%s: error while serving a client: %s: %s%s", self.context.name,
+                         type(error).__name__, error, where(error))
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+            with self.lock:
+                del self.busy[me]
+                self.last_done = time.monotonic()
+                available = self.reported_taken and not self.stopping
+                if available:
+                    self.reported_taken = False
+            if available and not self.context.report_available():
+                self.stop("master disconnect")
+
+    def watch(self):
+        """The main thread: lifeline, max_idle and the daemon_timeout watchdog."""
+        context = self.context
+        poller = select.poll()
+        poller.register(context.lifeline_fd, select.POLLIN)
+        poller.register(self.stop_read, select.POLLIN)
+        while not self.stopping:
+            try:
+                events = dict(poller.poll(1000))
+            except InterruptedError:
+                continue
+            if context.lifeline_fd in events:
+                self.stop("master disconnect")
+                break
+            now = time.monotonic()
+            with self.lock:
+                idle = not self.busy and now - self.last_done >= context.max_idle
+                oldest = min(self.busy.values(), default=now)
+            if now - oldest > context.daemon_timeout:
+                logger.critical("watchdog timeout -- %s did not finish within daemon_timeout",
+                                context.name)
+                _exit(EXIT_FATAL)
+            if idle:
+                self.stop("idle timeout")
+
+
+def serve_threaded(serve, context, threads):
+    """The accept loop of a threaded "single" service: ``threads`` clients at once.
+
+    Each of ``threads`` threads accepts and serves clients as serve_single()
+    does; the master is told "taken" only while every thread is busy, so it
+    spawns another child only when this one cannot take a client.  max_use
+    counts the clients of the whole process, max_idle runs while no thread
+    has a client, and the watchdog (daemon_timeout) is a check by the main
+    thread, which kills the process as the single loop's alarm does.  When
+    the process stops accepting (max_use, max_idle, the lifeline) it reports
+    "taken" first, then waits for its threads to finish their clients.
+    Returns the exit status.
+    """
+    pool = _Pool(serve, context, threads)
+    workers = [threading.Thread(target=pool.worker, name=f"serve-{number}", daemon=True)
+               for number in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        pool.watch()
+    finally:
+        pool.stop("stopping")
+        for worker in workers:
+            worker.join()
+    return 0
+
+
+__all__ = ["ServiceContext", "ChildStart", "run_child", "serve_single", "serve_threaded",
+           "serve_one", "WatchdogTimeout", "where"]

@@ -89,9 +89,10 @@ messages of a batch the session is passed on in the batch itself
 (engine.Batch.held), not through the process-wide slot and its idle worker;
 keep_batch_session() publishes the last one when the batch ends.
 A held session also goes to scache after HOLD_IDLE seconds without a
-request (a daemon thread; scache calls of that thread run under the lock a
-new request takes first, so one process never talks to scache twice at
-once), and via release_held() when the service's process is about to exit.
+request (a daemon thread, under the lock a new request takes first), and
+via release_held() when the service's process is about to exit.  A
+threaded agent (smtp_agent_threads) keeps one such session per serving
+thread: each thread's next request looks at the one its last request left.
 """
 
 import dataclasses
@@ -587,26 +588,32 @@ class _Held:
             pass
 
 
-_held = None                        # this process's kept session, while no request has it
-_held_cond = threading.Condition()  # guards _held; scache calls of the idle worker run under it
+# Kept sessions, while no request has them: one per serving thread of this
+# process (a threaded agent runs several requests at once, skeleton.py), so
+# that each thread's next request finds the session its last one left.
+_held = {}                          # threading.get_ident() -> _Held
+_held_cond = threading.Condition()  # guards _held; the idle worker's hand-overs run under it
 _worker = None
 
 
 def _claim():
-    """Take the kept session for a request (waits while the idle worker is handing it over)."""
-    global _held
+    """Take this thread's kept session for a request (waits while the idle
+    worker is handing one over)."""
     with _held_cond:
-        held, _held = _held, None
+        held = _held.pop(threading.get_ident(), None)
     if held is not None and held.pid != os.getpid():
         return None                 # a parent's: not ours to use or close
     return held
 
 
 def _publish(held):
-    """Keep ``held`` for the next request; the idle worker hands it over after HOLD_IDLE."""
-    global _held, _worker
+    """Keep ``held`` for this thread's next request; the idle worker hands it
+    over after HOLD_IDLE."""
+    global _worker
+    thread = threading.get_ident()
     with _held_cond:
-        previous, _held = _held, held
+        previous = _held.get(thread)
+        _held[thread] = held
         held.since = time.monotonic()
         if previous is not None and previous.pid == os.getpid():
             previous.hand_over()
@@ -624,29 +631,33 @@ def keep_batch_session(batch):
 
 
 def release_held():
-    """Hand the kept session to scache now (the process is about to exit)."""
-    held = _claim()
-    if held is not None:
-        held.hand_over()
+    """Hand every kept session of this process to scache now (it is about to exit)."""
+    with _held_cond:
+        kept = list(_held.values())
+        _held.clear()
+    for held in kept:
+        if held.pid == os.getpid():
+            held.hand_over()
 
 
 def _idle_worker():
-    global _held
     with _held_cond:
         while True:
-            if _held is None:
+            now = time.monotonic()
+            due = [thread for thread, held in _held.items()
+                   if held.since + min(HOLD_IDLE, held.ttl) <= now]
+            for thread in due:
+                held = _held.pop(thread)
+                try:
+                    held.hand_over()    # under the lock: a new request waits in _claim()
+                except Exception as error:
+                    log.warning("handing an idle connection to the cache: %s", error)
+                    held.close()
+            if _held:
+                _held_cond.wait(min(held.since + min(HOLD_IDLE, held.ttl)
+                                    for held in _held.values()) - now)
+            else:
                 _held_cond.wait()
-                continue
-            left = _held.since + min(HOLD_IDLE, _held.ttl) - time.monotonic()
-            if left > 0:
-                _held_cond.wait(left)
-                continue
-            held, _held = _held, None
-            try:
-                held.hand_over()        # under the lock: a new request waits in _claim()
-            except Exception as error:
-                log.warning("handing an idle connection to the cache: %s", error)
-                held.close()
 
 
 def _remove(addresses, printable):

@@ -1,7 +1,8 @@
 """The smtp and lmtp services: delivery requests in, per-recipient results out.
 
-Exports serve(conn, context) (the "single" service callback run by the child
-skeleton), handle_request(), handle_batch() and PROTOCOL/VERSION.  The request/reply
+Exports serve(conn, context) and shutdown(context) (the "single" service
+callbacks run by the child skeleton; serve() may run in several threads at
+once: smtp_agent_threads), handle_request(), handle_batch() and PROTOCOL/VERSION.  The request/reply
 protocol is documented in docs/protocols.md; postclient.smtp.agent_client is
 its client side.  Reads everything the delivery engine reads, plus
 queue_directory and ipc_timeout.
@@ -212,26 +213,19 @@ def handle_request(attributes, context, hold_idle=False, batch=None):
     return reply
 
 
-_served = 0     # serve() calls in this process: the skeleton's count of clients (max_use)
-
-
 def serve(conn, context):
     """One client connection: announce, then answer requests until it closes.
 
     A cacheable idle session may stay in this process between requests
-    (reuse.py); when this is the last client the skeleton will serve (max_use
-    reached, or the master's lifeline closed), it goes to scache before the
-    process exits.
+    (reuse.py); shutdown() hands it over before the process exits.
     """
-    global _served
-    _served += 1
-    try:
-        _serve(conn, context)
-    finally:
-        max_use = getattr(context, "max_use", None)
-        lifeline_closed = getattr(context, "lifeline_closed", None)
-        if (max_use and _served >= max_use) or (lifeline_closed is not None and lifeline_closed()):
-            reuse.release_held()
+    _serve(conn, context)
+
+
+def shutdown(context):
+    """The skeleton's last call before the process exits (max_use, max_idle or
+    the master gone): every kept session goes to scache now."""
+    reuse.release_held()
 
 
 def _serve(conn, context):

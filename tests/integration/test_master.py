@@ -98,6 +98,18 @@ def test_a_bad_setting_for_one_service_is_a_bad_start(master_instance):
     assert ask(master.socket_path("echo"), {"echo": 1})["echo"] == 1
 
 
+def test_a_bad_thread_count_for_an_smtp_service_is_a_bad_start(master_instance):
+    master = master_instance([ECHO, "smtp unix - - n - - smtp -o smtp_agent_threads=0"],
+                             "service_throttle_time = 60s")
+    waiting = socket.socket(socket.AF_UNIX)
+    waiting.connect(master.socket_path("smtp"))
+    try:
+        master.wait_for_log(r"warning: pctest/smtp: bad command startup -- throttling")
+    finally:
+        waiting.close()
+    assert master.log_lines(r"pctest/smtp\[\d+\]: fatal: .*master.cf:2: smtp_agent_threads")
+
+
 def test_reload_reaches_new_children_without_cutting_a_client_in_flight(master_instance):
     master = master_instance(["echo unix - - n - 2 echo", "gone unix - - n - 1 echo"],
                              "myhostname = before.example")

@@ -399,6 +399,24 @@ def test_with_a_master_caching_serves_many_requests_over_few_connections(master_
     assert master.log_lines(r"pctest/scache\[\d+\]: statistics: max simultaneous domains=1 ")
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_an_agent_at_max_use_hands_its_kept_session_to_scache(master_instance, servers, threads):
+    """The skeleton's shutdown(): each process serves one client, then exits;
+    its kept session goes to scache, and the next process's request uses it."""
+    master = master_instance([f"smtp unix - - n - 3 smtp -o max_use=1 "
+                              f"-o smtp_agent_threads={threads}", MASTER_CF[1]], MASTER_MAIN_CF)
+    server = servers()
+    pids = []
+    for item in enqueue(master, 4):
+        reply = request(master, item, server, cached=True)
+        assert [r["status"] for r in reply["results"]] == ["sent"]
+        pids.append(reply["pid"])
+        wait_until(lambda: reply["pid"] not in master.children("smtp"), 10,
+                   what="the agent to exit after max_use")
+    assert len(set(pids)) == 4                          # a new process for each request
+    assert server.messages == 4 and len(server.connections) == 1
+
+
 def test_with_a_master_killing_scache_loses_nothing(master_instance, servers):
     master = master_instance(MASTER_CF, MASTER_MAIN_CF)
     server = servers()

@@ -36,6 +36,8 @@ class SlowSmtpServer:
         self.helo_names = []
         self.data_started = threading.Event()
         self.delivered = 0
+        self.in_data = self.most_in_data = 0    # sessions between DATA and the reply to "."
+        self.lock = threading.Lock()
         self.stopping = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -62,6 +64,9 @@ class SlowSmtpServer:
                     conn.sendall(b"250 slow.test\r\n")
                 elif verb == b"DATA":
                     conn.sendall(b"354 go ahead\r\n")
+                    with self.lock:
+                        self.in_data += 1
+                        self.most_in_data = max(self.most_in_data, self.in_data)
                     self.data_started.set()
                     for body_line in reader:
                         if body_line == b".\r\n":
@@ -70,7 +75,9 @@ class SlowSmtpServer:
                         reader.read()           # never answer: wait for the client to vanish
                         return
                     time.sleep(self.dot_delay)
-                    self.delivered += 1
+                    with self.lock:
+                        self.in_data -= 1
+                        self.delivered += 1
                     conn.sendall(b"250 2.0.0 queued\r\n")
                 elif verb == b"QUIT":
                     conn.sendall(b"221 bye\r\n")
@@ -193,3 +200,22 @@ def test_done_marks_follow_a_message_moved_during_delivery(master_instance, slow
     thread.join(30)
     assert [r["status"] for r in result["reply"]["results"]] == ["sent", "sent"]
     assert [r.done for r in queuefile.read_queue_file(held).recipients] == [True, True]
+
+
+@pytest.mark.parametrize("threads, processes", [(5, 2), (1, 7)])
+def test_maxproc_counts_deliveries_whether_agents_run_threads_or_not(master_instance, slow_server,
+                                                                    threads, processes):
+    """smtp_agent_threads=5: seven deliveries at once in two processes (5 + 2 threads);
+    1: in seven processes, as Postfix.  Either way maxproc 7 lets no eighth start."""
+    master = master_instance([f"smtp unix - - n - 7 smtp -o smtp_agent_threads={threads}"])
+    server = slow_server(dot_delay=2)
+    queued = [enqueue(master, f"CONC{n}", [f"r{n}@example.com"]) for n in range(8)]
+    started = [deliver_in_background(master, each, server.nexthop) for each in queued]
+    for thread, _ in started:
+        thread.join(60)
+    replies = [result.get("reply") or result for _, result in started]
+    assert [reply["results"][0]["status"] for reply in replies] == ["sent"] * 8, replies
+    assert server.most_in_data == 7
+    assert len({reply["pid"] for reply in replies}) == processes
+    assert all(not queuefile.read_queue_file(each.path).pending() for each in queued)
+

@@ -67,6 +67,33 @@ def test_spawning_stops_at_maxproc(system, spawner):
     assert avail.should_spawn(service, system.now, client_waiting=True)
 
 
+def test_maxproc_counts_the_clients_of_threaded_children(system, spawner):
+    """smtp_agent_threads: a child serves several clients; maxproc still limits clients."""
+    service = make_service("smtp unix - - n - 12 smtp", settings(smtp_agent_threads=5))
+    pids = []
+    while avail.should_spawn(service, system.now, client_waiting=True):
+        pids.append(spawner.spawn(service, system.now))
+        apply_report(service, pids[-1], service.generation, TAKEN)
+    assert [service.children[pid].threads for pid in pids] == [5, 5, 2]
+    assert service.slots() == 12 and service.total() == 3
+    system.child_exits(pids[0], exited(0))
+    spawner.reap(system.now)
+    assert service.next_child_threads() == 5 and avail.should_spawn(service, system.now, True)
+
+
+@pytest.mark.parametrize("line, main_cf, threads", [
+    ("smtp unix - - n - 0 smtp", {}, 5),                                       # the default
+    ("lmtp unix - - n - 0 lmtp", {"lmtp_agent_threads": 3}, 3),                # the lmtp mirror
+    ("relay unix - - n - 0 smtp -o smtp_agent_threads=2", {}, 2),              # -o per service
+    ("smtp unix - - n - 3 smtp", {}, 3),                                       # never past maxproc
+    ("smtp unix - - n - 9 smtp", {"smtp_agent_threads": 1}, 1),                # as Postfix
+    ("echo unix - - n - 9 echo", {"smtp_agent_threads": 4}, 1),                # not a threaded service
+    ("smtp unix - - n - 9 smtp -o smtp_agent_threads=lots", {}, 1),            # the child fails at start
+])
+def test_threads_of_the_next_child(line, main_cf, threads):
+    assert make_service(line, settings(**main_cf)).next_child_threads() == threads
+
+
 def test_maxproc_zero_is_unlimited(system, spawner):
     service = make_service("echo unix - - n - 0 echo")
     for _ in range(500):

@@ -5,6 +5,7 @@ Labels, properties, the cache policy and what happens after a session
 sessions.  The end-to-end behaviour is in tests/integration/test_reuse.py.
 """
 
+import os
 import socket
 import time
 
@@ -235,28 +236,39 @@ def test_unusable_capabilities_from_the_cache_are_refused(tmp_path, monkeypatch,
     assert "bad cached session attribute for label" in caplog.text
 
 
-# --- in-process reuse: the service hands a kept session over before the process exits -------
+# --- in-process reuse: the service hands its kept sessions over before the process exits ------
 
-@pytest.mark.parametrize("max_use, lifeline, released", [
-    (3, False, [False, False, True]),       # the third client is the last one (max_use)
-    (100, True, [True, True, True]),        # the master's lifeline closed: exit after this one
-    (100, False, [False, False, False]),    # otherwise it stays for the next request
-])
-def test_serve_releases_the_kept_session_before_the_process_exits(monkeypatch, max_use, lifeline,
-                                                                  released):
-    from types import SimpleNamespace
+def test_shutdown_hands_every_threads_kept_session_to_scache(monkeypatch):
+    """serve() keeps sessions (one per serving thread); shutdown() hands them all over."""
+    import threading
 
     from postclient.smtp import service
-    calls = []
-    monkeypatch.setattr(reuse, "release_held", lambda: calls.append(True))
-    monkeypatch.setattr(service, "_served", 0)
-    context = SimpleNamespace(ipc_timeout=5, max_use=max_use, lifeline_closed=lambda: lifeline)
-    seen = []
-    for _ in range(3):
-        mine, peer = socket.socketpair()
-        peer.close()                         # the client went away: serve() returns at once
-        service.serve(mine, context)
-        mine.close()
-        seen.append(bool(calls))
-        del calls[:]
-    assert seen == released
+    handed = []
+
+    class Kept:
+        pid = os.getpid()
+        since, ttl = 0, 3600
+
+        def __init__(self, name):
+            self.name = name
+
+        def hand_over(self):
+            handed.append(self.name)
+
+    monkeypatch.setattr(reuse, "HOLD_IDLE", 3600)      # the idle worker must not do it first
+    monkeypatch.setattr(reuse, "_held", {})
+    together = threading.Barrier(3)        # alive at once: three distinct thread idents
+
+    def serving_thread(name):
+        reuse._publish(Kept(name))
+        together.wait(10)
+
+    threads = [threading.Thread(target=serving_thread, args=(f"t{n}",)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    reuse._publish(Kept("main"))
+    assert handed == [] and len(reuse._held) == 4
+    service.shutdown(None)
+    assert sorted(handed) == ["main", "t0", "t1", "t2"] and reuse._held == {}
