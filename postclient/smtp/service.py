@@ -25,7 +25,8 @@ one session kept between them; after a message reports the destination down
 (or a best-MX hand-off), or once the master has gone away (the skeleton's
 lifeline: a stopping agent finishes the message at hand, as Postfix's agents
 finish their request, but starts no other), the rest are not attempted and
-come back "skipped".
+come back "skipped".  Every message of a batch is locked from the moment the
+request comes (_lock_batch()), not only while it is being delivered.
 """
 
 import fcntl
@@ -94,11 +95,35 @@ def handle_batch(attributes, context):
         return {"status": "error", "reason": reason, "messages": [], "pid": os.getpid()}
     flags = attributes.get("flags") or {}
     batch = engine.Batch()      # lets each message go on with the previous one's session
+    locks = _lock_batch(messages, context.queue_directory)
     try:
         replies = _deliver_batch(attributes, messages, flags, batch, context)
     finally:
         reuse.keep_batch_session(batch)     # the last session waits for the next request
+        for descriptor in locks:
+            os.close(descriptor)
     return {"status": "ok", "messages": replies, "pid": os.getpid()}
+
+
+def _lock_batch(messages, queue_directory):
+    """A shared lock on every queue file of the batch, from the start; their descriptors.
+
+    A message waits for its turn in the batch, but it is this agent's from the
+    moment the request came: a queue manager that restarts meanwhile (the one
+    that sent the batch was killed) finds it locked and leaves it alone,
+    instead of sending it a second time alongside this agent.  Postfix's
+    agent locks its one message as soon as the request comes.  Files that
+    cannot be opened are left to handle_request(), which reports them.
+    """
+    locks = []
+    for message in messages:
+        try:
+            descriptor = os.open(_queue_path(queue_directory, message), os.O_RDONLY)
+        except (RequestError, OSError):
+            continue
+        locks.append(descriptor)
+        fcntl.flock(descriptor, fcntl.LOCK_SH)
+    return locks
 
 
 def _deliver_batch(attributes, messages, flags, batch, context):

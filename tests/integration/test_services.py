@@ -6,6 +6,7 @@ small SMTP server on loopback receives.  Companion files: test_master.py
 (connection caching through scache).
 """
 
+import fcntl
 import os
 import signal
 import socket
@@ -219,3 +220,29 @@ def test_maxproc_counts_deliveries_whether_agents_run_threads_or_not(master_inst
     assert len({reply["pid"] for reply in replies}) == processes
     assert all(not queuefile.read_queue_file(each.path).pending() for each in queued)
 
+
+def test_every_message_of_a_batch_is_locked_from_the_start(master_instance, slow_server):
+    """A queue manager restarted while an agent works through a batch of the dead
+    one's must find the messages still waiting their turn locked (rule 13)."""
+    master = master_instance(MASTER_CF)
+    server = slow_server(dot_delay=2)
+    first, second = enqueue(master, "BATCH1", ["a@example.com"]), enqueue(master, "BATCH2",
+                                                                            ["b@example.com"])
+    result = {}
+
+    def run():
+        result["replies"] = agent_client.deliver_batch(
+            master.socket_path("smtp"), server.nexthop,
+            [("active", q.queue_id, [r.offset for r in q.recipients]) for q in (first, second)],
+            timeout=60)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert server.data_started.wait(15)         # the first message is being sent
+    with open(second.path, "rb") as probe:      # as the queue manager's activation probes
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    thread.join(30)
+    assert [m["results"][0]["status"] for m in result["replies"]] == ["sent", "sent"]
+    with open(second.path, "rb") as probe:      # released with the reply
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
