@@ -89,17 +89,30 @@ def add_arguments(parser):
                         help="restrict to these queues: " + ", ".join(manage.MESSAGE_QUEUES))
 
 
-class _Run:
-    """The state of one invocation: counts and what the queue manager should hear."""
+EARLY_WAKE = 100    # messages released or requeued before the first early wakeup
 
-    def __init__(self, queue_directory, explicit_queues):
+
+class _Run:
+    """The state of one invocation: counts and what the queue manager should hear.
+
+    Releasing or requeueing many messages wakes the queue manager early, after
+    the first EARLY_WAKE and then after ten times as many each time (100,
+    1,000, 10,000...), each once the moves so far are durable: delivery starts
+    while the rest is still being moved, and a large queue costs only a few
+    scans of deferred/.  The last wakeup comes at the end, as before.
+    """
+
+    def __init__(self, config, queue_directory, explicit_queues):
+        self.config = config
         self.queue_directory = queue_directory
         self.explicit_queues = explicit_queues
         self.counts = {name: 0 for name in ACTIONS}
         self.wake = False           # active/ changed, or mail was requeued/released
         self.tell_user = False      # ... and the user expects it to move on
         self.stdin_ids = None
-        self.mover = manage.QueueMover(queue_directory)   # fsyncs once, before reporting
+        self.mover = manage.QueueMover(queue_directory)   # fsyncs before anyone is told
+        self.moved_on = 0           # messages released or requeued so far
+        self.next_early_wake = EARLY_WAKE   # None: the queue manager did not answer
 
     def queues(self, action):
         chosen = self.explicit_queues or action.default_queues
@@ -111,6 +124,11 @@ class _Run:
             self.wake = True
         if action.name in ("requeue", "release"):
             self.tell_user = True
+            self.moved_on += 1
+            if self.next_early_wake is not None and self.moved_on >= self.next_early_wake:
+                self.next_early_wake *= 10
+                self.mover.sync()   # what the queue manager finds must be durable
+                self.wake_queue_manager(early=True)
 
     def apply(self, action, queue_name, queue_id):
         """Apply ``action`` to a message in ``queue_name``; True if it was there."""
@@ -171,17 +189,21 @@ class _Run:
                 print(f"{PREFIX}: {ACTIONS[name].report}: {count} message{'s' if count > 1 else ''}",
                       file=sys.stderr)
 
-
-def _wake_queue_manager(config, queue_directory, run_state):
-    if not run_state.wake:
-        return
-    timeout = min(float(config.get("ipc_timeout")), QMGR_TIMEOUT)
-    try:
-        manage.notify_qmgr(queue_directory, {"request": "wakeup"}, timeout)
-    except manage.QmgrUnavailable as error:
-        if run_state.tell_user:
-            warn(COMMAND, f"cannot wake up the queue manager ({error}); the mail will be "
-                          "processed when the queue manager runs")
+    def wake_queue_manager(self, early=False):
+        """Wake the queue manager if anything it should see has changed; only the
+        last wakeup's failure is reported (the mail waits for the next scan)."""
+        if not self.wake:
+            return
+        timeout = min(float(self.config.get("ipc_timeout")), QMGR_TIMEOUT)
+        try:
+            manage.notify_qmgr(self.queue_directory, {"request": "wakeup"}, timeout)
+        except manage.QmgrUnavailable as error:
+            if early:
+                self.next_early_wake = None     # not running: no more tries until the end
+                return
+            if self.tell_user:
+                warn(COMMAND, f"cannot wake up the queue manager ({error}); the mail will be "
+                              "processed when the queue manager runs")
 
 
 def run(args):
@@ -197,7 +219,7 @@ def run(args):
     if not os.path.isdir(queue_directory):
         fatal(COMMAND, f"queue directory {queue_directory} does not exist")
         return os.EX_UNAVAILABLE
-    state = _Run(queue_directory, list(dict.fromkeys(args.queues)))
+    state = _Run(config, queue_directory, list(dict.fromkeys(args.queues)))
     everything = [name for name in ORDER if "ALL" in wanted.get(name, ())]
     for name in everything:
         if any(item != "ALL" for item in wanted[name]):
@@ -215,5 +237,5 @@ def run(args):
         fatal(COMMAND, f"{error.strerror or error}{': ' + str(error.filename) if error.filename else ''}")
         return os_error_status(error)
     state.report()
-    _wake_queue_manager(config, queue_directory, state)
+    state.wake_queue_manager()
     return 0

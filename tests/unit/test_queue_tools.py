@@ -17,6 +17,7 @@ from postclient.cli import queue as queue_command
 from postclient.cli.main import main
 from postclient.master.listen import make_queue_directories
 from postclient.queue import manage, queuefile, statuslog
+from postclient.queue.qid import new_queue_id
 from postclient.smtp.request import Recipient
 
 ID1 = "0660CF1CE689CF05CFD000"
@@ -235,6 +236,38 @@ def qmgr(monkeypatch):
 
     monkeypatch.setattr(manage, "notify_qmgr", notify)
     return calls, state
+
+
+def test_releasing_many_messages_wakes_the_queue_manager_early(capsys, qdir, monkeypatch):
+    """After 100 and 1,000 released messages (each batch durable first), and at the end."""
+    held = [new_queue_id() for _ in range(1234)]
+    for queue_id in held:
+        put(qdir, "hold", queue_id)
+    seen = []
+    synced = set()
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+                        or real_fsync(fd))
+
+    def notify(queue_directory, request, timeout):
+        assert str(qdir / "deferred") in synced, "woken before the moves were durable"
+        synced.clear()
+        seen.append((request["request"], len(os.listdir(qdir / "deferred"))))
+
+    monkeypatch.setattr(manage, "notify_qmgr", notify)
+    code, out, err = run(capsys, qdir, "super", "-H", "ALL")
+    assert (code, out) == (0, "") and "Released from hold: 1234 messages" in err
+    assert seen == [("wakeup", 100), ("wakeup", 1000), ("wakeup", 1234)]
+
+
+def test_a_queue_manager_that_is_down_is_tried_once_early_and_once_at_the_end(capsys, qdir, qmgr):
+    calls, state = qmgr
+    state["up"] = False
+    for _ in range(150):
+        put(qdir, "hold", new_queue_id())
+    code, _, err = run(capsys, qdir, "super", "-H", "ALL")
+    assert code == 0 and len(calls) == 2
+    assert err.count("cannot wake up the queue manager") == 1       # the last try only
 
 
 def test_flush_and_flush_site_requests(capsys, qdir, qmgr):
