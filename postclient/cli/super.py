@@ -111,6 +111,7 @@ class _Run:
         self.tell_user = False      # ... and the user expects it to move on
         self.stdin_ids = None
         self.mover = manage.QueueMover(queue_directory)   # fsyncs before anyone is told
+        self.released = False       # mail went to deferred/, due now
         self.moved_on = 0           # messages released or requeued so far
         self.next_early_wake = EARLY_WAKE   # None: the queue manager did not answer
 
@@ -124,6 +125,7 @@ class _Run:
             self.wake = True
         if action.name in ("requeue", "release"):
             self.tell_user = True
+            self.released = self.released or action.name == "release"
             self.moved_on += 1
             if self.next_early_wake is not None and self.moved_on >= self.next_early_wake:
                 self.next_early_wake *= 10
@@ -196,7 +198,10 @@ class _Run:
             return
         timeout = min(float(self.config.get("ipc_timeout")), QMGR_TIMEOUT)
         try:
-            manage.notify_qmgr(self.queue_directory, {"request": "wakeup"}, timeout)
+            request = {"request": "wakeup"}
+            if self.released:
+                request["deferred"] = True      # scan deferred/ too: released mail is due now
+            manage.notify_qmgr(self.queue_directory, request, timeout)
         except manage.QmgrUnavailable as error:
             if early:
                 self.next_early_wake = None     # not running: no more tries until the end

@@ -23,7 +23,8 @@ Conventions shared with the queue manager (docs/queue-tools.md):
     orphan logs, which ``postclient super -d ALL`` removes;
   - the queue manager listens on $queue_directory/public/qmgr, announces
     {"protocol": "qmgr", "version": 1} and takes one request per
-    connection ({"request": "wakeup" | "flush"} or
+    connection ({"request": "wakeup"} - with "deferred": true also the
+    deferred/ mail that is due - {"request": "flush"} or
     {"request": "flush_site", "site": DOMAIN}); it may answer
     {"status": "ok"} or {"status": "error", "reason": ...} before it closes.
 """

@@ -473,6 +473,8 @@ class QueueManager:
         kind = request.get("request")
         if kind == "wakeup":
             self.scan_incoming()
+            if request.get("deferred") is True:     # postclient super -H: released mail is due
+                self.scan_deferred(time.time())
         elif kind == "flush":
             self.scan_incoming()
             self.flush()

@@ -227,6 +227,22 @@ def test_held_mail_is_left_alone(master_instance, recording_server):
     assert server.messages == [] and queue_files(master, "hold") == [queue_id]
 
 
+def test_released_mail_goes_out_at_once_without_a_flush(master_instance, recording_server):
+    """super -H asks the queue manager to scan deferred/ (queue_run_delay is 300 s here)."""
+    server = recording_server()
+    master = start(master_instance, server, "queue_run_delay = 300s\n")
+    for number in range(3):
+        queuefile.write_queue_file(os.path.join(master.queue_directory, "hold"), new_queue_id(),
+                                   sender="a@example.com", recipients=[f"r{number}@example.net"],
+                                   content=b"Subject: held\r\n\r\nx\r\n", arrival_time=time.time())
+    wake(master)                            # the queue manager runs, and has scanned deferred/
+    time.sleep(1)
+    result = master.cli("super", "-H", "ALL")
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: empty_queue(master), 10, what="the released mail to go out")
+    assert all(len(messages_to(server, f"r{n}@example.net")) == 1 for n in range(3))
+
+
 def test_a_crashing_agent_defers_with_4_3_0_and_throttles_the_transport(master_instance, recording_server):
     server = recording_server()
     # "broken" is served by a program that does not speak the delivery protocol: the

@@ -374,7 +374,9 @@ def test_hold_and_release_all(capsys, qdir, qmgr):
     assert code == 0 and err == "postclient/super: Released from hold: 3 messages\n"
     assert files(qdir, "hold") == [] and files(qdir, "deferred") == [ID1, ID2, ID3]
     assert all(os.stat(qdir / "deferred" / q).st_mtime >= before - 1 for q in (ID1, ID2, ID3))
-    assert [request for _, request in qmgr[0]] == [{"request": "wakeup"}] * 2
+    # -h changed active/; -H released mail, due now: deferred/ is scanned too
+    assert [request for _, request in qmgr[0]] == [{"request": "wakeup"},
+                                                   {"request": "wakeup", "deferred": True}]
 
 
 def test_hold_one_leaves_held_and_maildrop_messages_alone(capsys, qdir, qmgr):
