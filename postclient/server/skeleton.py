@@ -449,6 +449,8 @@ def serve_threaded(serve, context, threads):
         pool.stop("stopping")
         for worker in workers:
             worker.join()
+        os.close(pool.stop_read)
+        os.close(pool.stop_write)
     return 0
 
 
