@@ -1,14 +1,16 @@
 """master.cf command names and the modules that implement them.
 
 Exports SERVICES, MODES, THREADS, ServiceLoadError, load_service(),
-threads_wanted() and preload().  Reads nothing.
+threads_wanted() and preload().  Reads nothing itself.
 
 SERVICES maps the command column of master.cf to (module, mode):
   - "single": the module exports ``serve(conn, context)``, called for ONE
     accepted client connection (which may carry several requests until the
     client closes); the skeleton owns accept, max_use, max_idle, the
     lifeline, the watchdog and exceptions.  Optional ``init(context)`` runs
-    once when the child starts.
+    once when the child starts, optional ``shutdown(context)`` once before it
+    exits normally.  A command in THREADS serves several clients at once,
+    each in a thread of its own (skeleton.serve_threaded()).
   - "multi": the module exports ``run(context)`` and owns its event loop (one
     process, many clients); it returns when ``context.lifeline_fd`` reads EOF.
     Optional ``init(context)`` as above.
