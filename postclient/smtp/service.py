@@ -2,7 +2,8 @@
 
 Exports serve(conn, context) and shutdown(context) (the "single" service
 callbacks run by the child skeleton; serve() may run in several threads at
-once: smtp_agent_threads), handle_request(), handle_batch() and PROTOCOL/VERSION.  The request/reply
+once: smtp_agent_threads), handle_request(), handle_batch() and
+PROTOCOL/VERSION.  The request/reply
 protocol is documented in docs/protocols.md; postclient.smtp.agent_client is
 its client side.  Reads everything the delivery engine reads, plus
 queue_directory and ipc_timeout.
@@ -122,7 +123,10 @@ def _lock_batch(messages, queue_directory):
         except (RequestError, OSError):
             continue
         locks.append(descriptor)
-        fcntl.flock(descriptor, fcntl.LOCK_SH)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH)
+        except OSError:
+            pass            # handle_request() locks it again, and reports a failure
     return locks
 
 
