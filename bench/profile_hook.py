@@ -6,9 +6,11 @@ The master forks its children without exec, so patching the child skeleton
 here, before the master starts, reaches every service process: each child
 runs under its own cProfile.Profile and writes ``OUTDIR/<service>.<pid>.prof``
 when it ends normally (max_use, max_idle, or the master stopping; a killed
-process writes nothing).  The queue manager runs each delivery request in a
-thread (it waits for the agent); those threads are profiled too and merged
-into the qmgr's file, since cProfile only sees the thread that enabled it.
+process writes nothing).  Threads are profiled too and merged into their
+process's file, since cProfile only sees the thread that enabled it: the
+queue manager's delivery threads (each waits for an agent) and its file
+worker's threads, and the serving threads of a threaded agent
+(smtp_agent_threads).
 The master itself is not profiled.  Nothing in postclient is changed: this
 is a wrapper around ``postclient.cli.main.main``.
 
@@ -29,7 +31,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from postclient.cli.main import main  # noqa: E402
-from postclient.queue import qmgr  # noqa: E402
+from postclient.queue import qmgr, qmgr_files  # noqa: E402
 from postclient.server import skeleton  # noqa: E402
 
 OUTPUT = os.environ.get("POSTCLIENT_BENCH_PROFILE")
@@ -42,17 +44,18 @@ _thread_profiles = []
 _lock = threading.Lock()
 
 
-def _profiled_deliver(original):
-    def deliver(self, job):
+def _profiled_thread(original):
+    """A method that runs as a thread's whole body, profiled and merged at the child's end."""
+    def body(self, *args):
         profile = _profiler()
         profile.enable()
         try:
-            return original(self, job)
+            return original(self, *args)
         finally:
             profile.disable()
             with _lock:
                 _thread_profiles.append(profile)
-    return deliver
+    return body
 
 
 def _profiled_child(original):
@@ -80,7 +83,9 @@ def _profiled_child(original):
 if OUTPUT:
     os.makedirs(OUTPUT, exist_ok=True)
     skeleton._child = _profiled_child(skeleton._child)
-    qmgr.QueueManager._deliver = _profiled_deliver(qmgr.QueueManager._deliver)
+    qmgr.QueueManager._deliver = _profiled_thread(qmgr.QueueManager._deliver)
+    qmgr_files.FileWorker._run = _profiled_thread(qmgr_files.FileWorker._run)
+    skeleton._Pool.worker = _profiled_thread(skeleton._Pool.worker)
 
 if __name__ == "__main__":
     sys.exit(main())
