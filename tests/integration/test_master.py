@@ -83,31 +83,23 @@ def test_a_service_that_fails_at_start_is_throttled_not_fork_looped(master_insta
     assert alive(master.master_pid)
 
 
-def test_a_bad_setting_for_one_service_is_a_bad_start(master_instance):
+@pytest.mark.parametrize("service, line, parameter", [
+    ("svc", "svc unix - - n - - echo -o max_idle=soon", "max_idle"),
+    # the master sizes the smtp children by it: the child checks it too
+    ("smtp", "smtp unix - - n - - smtp -o smtp_agent_threads=0", "smtp_agent_threads"),
+])
+def test_a_bad_setting_for_one_service_is_a_bad_start(master_instance, service, line, parameter):
     # The child re-reads main.cf with its -o overrides; a bad value there is
     # fatal before the first client, and the service is throttled.
-    master = master_instance([ECHO, "svc unix - - n - - echo -o max_idle=soon"],
-                             "service_throttle_time = 60s")
+    master = master_instance([ECHO, line], "service_throttle_time = 60s")
     waiting = socket.socket(socket.AF_UNIX)
-    waiting.connect(master.socket_path("svc"))
+    waiting.connect(master.socket_path(service))
     try:
-        master.wait_for_log(r"warning: pctest/svc: bad command startup -- throttling")
+        master.wait_for_log(rf"warning: pctest/{service}: bad command startup -- throttling")
     finally:
         waiting.close()
-    assert master.log_lines(r"pctest/svc\[\d+\]: fatal: .*master.cf:2: max_idle")
+    assert master.log_lines(rf"pctest/{service}\[\d+\]: fatal: .*master.cf:2: {parameter}")
     assert ask(master.socket_path("echo"), {"echo": 1})["echo"] == 1
-
-
-def test_a_bad_thread_count_for_an_smtp_service_is_a_bad_start(master_instance):
-    master = master_instance([ECHO, "smtp unix - - n - - smtp -o smtp_agent_threads=0"],
-                             "service_throttle_time = 60s")
-    waiting = socket.socket(socket.AF_UNIX)
-    waiting.connect(master.socket_path("smtp"))
-    try:
-        master.wait_for_log(r"warning: pctest/smtp: bad command startup -- throttling")
-    finally:
-        waiting.close()
-    assert master.log_lines(r"pctest/smtp\[\d+\]: fatal: .*master.cf:2: smtp_agent_threads")
 
 
 def test_reload_reaches_new_children_without_cutting_a_client_in_flight(master_instance):
