@@ -291,19 +291,31 @@ def test_flush_revives_a_suspended_destination(master_instance, recording_server
     assert [m.recipients for m in revived.messages] == [["bob@example.net"]]
 
 
+def start_batching(master_instance, server, concurrency):
+    """A relay with scache, batches of up to 10 and a fixed concurrency."""
+    return master_instance(MASTER_CF + ["scache unix - - n - 1 scache"],
+                           f"relayhost = {server.nexthop}\n{FAST_RETRY}"
+                           f"initial_destination_concurrency = {concurrency}\n"
+                           f"default_destination_concurrency_limit = {concurrency}\n"
+                           "default_delivery_batch_limit = 10\n")
+
+
+def queue_backlog(master, count):
+    """``count`` one-recipient messages in incoming/ (r0@example.com ...), then a wakeup."""
+    incoming = os.path.join(master.queue_directory, "incoming")
+    for n in range(count):
+        queue_id = new_queue_id()
+        queuefile.write_queue_file(incoming, queue_id, sender="alice@example.com",
+                                   recipients=[Recipient(f"r{n}@example.com")],
+                                   content=b"Message-Id: <" + queue_id.encode() + b"@x>\r\n\r\nhi\r\n",
+                                   arrival_time=time.time())
+    wake(master)
+
+
 def test_a_backlog_goes_out_in_batches_over_few_sessions(master_instance, recording_server):
     server = recording_server()
-    master = master_instance(MASTER_CF + ["scache unix - - n - 1 scache"],
-                             f"relayhost = {server.nexthop}\n{FAST_RETRY}"
-                             "initial_destination_concurrency = 1\n"
-                             "default_destination_concurrency_limit = 1\n"
-                             "default_delivery_batch_limit = 10\n")
-    incoming = os.path.join(master.queue_directory, "incoming")
-    for n in range(30):
-        queuefile.write_queue_file(incoming, new_queue_id(), sender="alice@example.com",
-                                   recipients=[Recipient(f"r{n}@example.com")],
-                                   content=b"Subject: batch\r\n\r\nhello\r\n", arrival_time=time.time())
-    wake(master)
+    master = start_batching(master_instance, server, 1)
+    queue_backlog(master, 30)
     wait_until(lambda: len(server.messages) == 30 and empty_queue(master), 60,
                what="the backlog to be delivered")
     assert sorted(m.rcpt_lines[0].split(b">")[0] for m in server.messages) == sorted(
@@ -323,19 +335,8 @@ def test_a_reload_during_a_batched_drain_defers_nothing(master_instance):
     # deliver - nothing is deferred, nothing is sent twice.
     server = CountingServer(dot_delay=0.05).start()
     try:
-        master = master_instance(MASTER_CF + ["scache unix - - n - 1 scache"],
-                                 f"relayhost = {server.nexthop}\n{FAST_RETRY}"
-                                 "initial_destination_concurrency = 2\n"
-                                 "default_destination_concurrency_limit = 2\n"
-                                 "default_delivery_batch_limit = 10\n")
-        incoming = os.path.join(master.queue_directory, "incoming")
-        for n in range(40):
-            queue_id = new_queue_id()
-            queuefile.write_queue_file(incoming, queue_id, sender="alice@example.com",
-                                       recipients=[Recipient(f"r{n}@example.com")],
-                                       content=b"Message-Id: <" + queue_id.encode() + b"@x>\r\n\r\nhi\r\n",
-                                       arrival_time=time.time())
-        wake(master)
+        master = start_batching(master_instance, server, 2)
+        queue_backlog(master, 40)
         wait_until(lambda: len(server.counts()) >= 3, 30, what="the first deliveries")
         master.reload()
         wait_until(lambda: len(server.counts()) == 40 and empty_queue(master), 60,
