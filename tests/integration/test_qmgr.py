@@ -305,10 +305,10 @@ def queue_backlog(master, count):
     incoming = os.path.join(master.queue_directory, "incoming")
     for n in range(count):
         queue_id = new_queue_id()
+        content = b"Message-Id: <" + queue_id.encode() + b"@x>\r\n\r\nhi\r\n"
         queuefile.write_queue_file(incoming, queue_id, sender="alice@example.com",
                                    recipients=[Recipient(f"r{n}@example.com")],
-                                   content=b"Message-Id: <" + queue_id.encode() + b"@x>\r\n\r\nhi\r\n",
-                                   arrival_time=time.time())
+                                   content=content, arrival_time=time.time())
     wake(master)
 
 
