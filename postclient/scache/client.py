@@ -6,8 +6,9 @@ $queue_directory/private/scache and connection_cache_protocol_timeout.
 
 One persistent connection per process (Postfix's auto_clnt), opened at the
 first call and kept between delivery requests.  The threads of a threaded
-agent share it: one call at a time (a lock), each a short exchange.  Every call is bounded by
-the protocol timeout (connect, announcement, request and reply together).
+agent share it: one call at a time (a lock), each a short exchange.  Every
+call is bounded by the protocol timeout (connect, announcement, request and
+reply together).
 
 The cache is an optimisation, never a dependency (security rule 14): every
 problem is a miss.  A connection the service closed while we were idle (it

@@ -644,8 +644,7 @@ def _idle_worker():
     with _held_cond:
         while True:
             now = time.monotonic()
-            due = [thread for thread, held in _held.items()
-                   if held.since + min(HOLD_IDLE, held.ttl) <= now]
+            due = [thread for thread, held in _held.items() if _hand_over_at(held) <= now]
             for thread in due:
                 held = _held.pop(thread)
                 try:
@@ -654,10 +653,14 @@ def _idle_worker():
                     log.warning("handing an idle connection to the cache: %s", error)
                     held.close()
             if _held:
-                _held_cond.wait(min(held.since + min(HOLD_IDLE, held.ttl)
-                                    for held in _held.values()) - now)
+                _held_cond.wait(min(_hand_over_at(held) for held in _held.values()) - now)
             else:
                 _held_cond.wait()
+
+
+def _hand_over_at(held):
+    """When a kept session goes to scache if no request takes it (time.monotonic())."""
+    return held.since + min(HOLD_IDLE, held.ttl)
 
 
 def _remove(addresses, printable):
