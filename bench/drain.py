@@ -2,6 +2,7 @@
 
     python bench/drain.py [--messages N] [--size BYTES] [--rounds R (3)] [--only NAME]
                           [--profile DIR] [--no-results] [--set NAME=VALUE ...]
+    python bench/drain.py --compare 'NAME=VALUE,...' --compare '...' [--rounds R]
 
 (from the project root; as root, with Debian's postfix package installed:
 smtp-sink, postfix, postsuper, postqueue).  ``make bench`` runs it after the
@@ -56,9 +57,15 @@ every 50 ms to split the CPU by process title (smtp, qmgr, ...): that split
 misses each dead process's last interval, so it is a lower bound.
 
 --profile DIR runs one more postclient drain (not timed for the results)
-under bench/profile_hook.py: cProfile in every service process, the
-queue manager's delivery threads included; the merged statistics are
-written to DIR/<service>.prof and their top functions to DIR/summary.txt.
+under bench/profile_hook.py: cProfile in every service process, threads
+included; the merged statistics are written to DIR/<service>.prof and
+their top functions to DIR/summary.txt.
+
+--compare runs experiments instead: postclient only, one drain per
+--compare value in each round (alternated, into the same sink, so that the
+machine's drift touches each alike), and a table of medians per value;
+e.g. --compare smtp_agent_threads=1 --compare smtp_agent_threads=5.
+Nothing is written to bench/RESULTS.md.
 
 Results go to the "## Drain" section of bench/RESULTS.md (replaced on
 each run, the rest of the file kept), with this command, the machine and
@@ -491,9 +498,10 @@ class PostclientRelay:
     name = "postclient"
     syslog_name = "pcbench"
 
-    def __init__(self, sink, profile_dir=None):
+    def __init__(self, sink, profile_dir=None, settings=()):
         self.sink = sink
         self.profile_dir = profile_dir
+        self.settings = list(settings)      # NAME=VALUE, after --set (a --compare variant)
         self.root = None
         self.process = None
         self.release_method = None
@@ -517,7 +525,7 @@ class PostclientRelay:
                          f"syslog_name = {self.syslog_name}\nrelayhost = {self.sink.nexthop}\n"
                          f"myhostname = relay.postclient.bench\nqueue_run_delay = 1s\n"
                          f"minimal_backoff_time = 1s\nmaximal_backoff_time = 2s\n")
-            for setting in ARGS.set if ARGS else ():
+            for setting in [*(ARGS.set if ARGS else ()), *self.settings]:
                 handle.write(setting.replace("=", " = ", 1) + "\n")
         with open(self.path("etc", "master.cf"), "w") as handle:
             handle.write(POSTCLIENT_MASTER_CF)
@@ -861,7 +869,13 @@ def main(argv=None):
     parser.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a main.cf setting for postclient's instance (experiments)")
+    parser.add_argument("--compare", action="append", default=[], metavar="SETTINGS",
+                        help="postclient only, side by side: each round drains once per "
+                             "--compare, with its NAME=VALUE settings (comma-separated; "
+                             "'' for none); prints the medians, writes no results")
     ARGS = parser.parse_args(argv)
+    if ARGS.compare:
+        return compare(ARGS.compare)
     if os.geteuid() != 0:
         raise SystemExit("drain.py: run as root (smtp-sink -u nobody, a Postfix instance)")
     arguments = shlex.join(["python", "bench/drain.py", *(sys.argv[1:] if argv is None else argv)])
@@ -895,6 +909,39 @@ def main(argv=None):
     print(section)
     if not ARGS.no_results:
         write_results(section)
+    return 0
+
+
+def compare(variants):
+    """--compare: alternate postclient drains with different settings, round by round,
+    into one sink, so that the machine's drift touches every variant alike."""
+    if os.geteuid() != 0:
+        raise SystemExit("drain.py: run as root (smtp-sink -u nobody)")
+    compile_postclient()
+    work = tempfile.mkdtemp(prefix="pcbench-sink-")
+    os.chmod(work, 0o755)
+    sink = Sink(work).start()
+    runs = {variant: [] for variant in variants}
+    try:
+        for number in range(ARGS.rounds):
+            for variant in variants:
+                settings = [item.strip() for item in variant.split(",") if item.strip()]
+                result = drain(PostclientRelay(sink, settings=settings), sink, ARGS.messages,
+                               ARGS.size)
+                runs[variant].append(result)
+                print(f"{variant or '(defaults)'} round {number + 1}: {result['rate']:.0f} msg/s, "
+                      f"{result['cpu_ms']:.2f} CPU ms/msg, last delivery to empty queue "
+                      f"{result['seconds'] - result['last']:.2f} s", flush=True)
+    finally:
+        sink.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n| settings | msg/s (median) | CPU ms/msg (median) | last delivery to empty queue s "
+          "(median) | rounds |\n|---|---|---|---|---|")
+    for variant, results in runs.items():
+        print(f"| `{variant or '(defaults)'}` | {statistics.median(r['rate'] for r in results):.0f} | "
+              f"{statistics.median(r['cpu_ms'] for r in results):.2f} | "
+              f"{statistics.median(r['seconds'] - r['last'] for r in results):.2f} | "
+              f"{len(results)} |")
     return 0
 
 
