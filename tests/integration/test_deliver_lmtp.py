@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -18,9 +19,10 @@ import pytest
 
 from postclient.config.config import Config
 from postclient.queue import queuefile
-from postclient.smtp import reuse, service
+from postclient.smtp import agent_client, reuse, service
 from postclient.smtp.request import Recipient
 from tests.integration.dovecot_lmtp import DovecotLmtp
+from tests.integration.master_harness import master_instance  # noqa: F401 (fixture)
 from tests.scache_standin import ScacheProcess
 
 pytestmark = pytest.mark.integration
@@ -237,3 +239,35 @@ def test_a_batch_goes_to_dovecot_over_one_session(dovecot, tmp_path, transport):
     finally:
         reuse.release_held()
         scache.kill()
+
+
+def test_a_threaded_lmtp_agent_delivers_to_dovecot_under_a_master(dovecot, master_instance):
+    """lmtp_agent_threads=3 under maxproc 6: six requests at once, served by the threads of
+    at most two processes, each message stored once."""
+    master = master_instance(["lmtp unix - - n - 6 lmtp -o lmtp_agent_threads=3"],
+                             "myhostname = postclient.test\n")
+    users = ("alice", "bob", "carol") * 2
+    markers, replies, threads = [], {}, []
+    for n, user in enumerate(users):
+        marker, content = message(f"threaded {n}")
+        markers.append(marker)
+        path = queuefile.write_queue_file(
+            f"{master.queue_directory}/active", f"T{n}", sender="sender@client.test",
+            recipients=[Recipient(f"{user}@lmtp.test")], content=content.replace(b"\n", b"\r\n"),
+            arrival_time=time.time())
+        offsets = [r.offset for r in queuefile.read_queue_file(path).recipients]
+
+        def request(queue_id=f"T{n}", offsets=offsets):
+            replies[queue_id] = agent_client.deliver_request(
+                master.socket_path("lmtp"), "active", queue_id, f"unix:{dovecot.unix_path}",
+                offsets, timeout=60)
+
+        threads.append(threading.Thread(target=request))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [replies[f"T{n}"]["results"][0]["status"] for n in range(6)] == ["sent"] * 6, replies
+    for user, marker in zip(users, markers):
+        assert len(stored(dovecot, user, marker)) == 1
+    assert 1 <= len({reply["pid"] for reply in replies.values()}) <= 2
