@@ -68,28 +68,33 @@ def test_cached_quoting_and_orcpt_give_the_same_lines_every_time():
 
 # --- the driver's socket I/O -------------------------------------------------------------
 
-def test_connection_read_times_out_at_the_deadline_and_reads_what_arrives():
-    ours, theirs = socket.socketpair()
-    try:
-        connection = driver.Connection(ours)
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            connection.read(time.monotonic() + 0.2)
-        assert 0.15 <= time.monotonic() - started < 2
-        with pytest.raises(TimeoutError):
-            connection.read(time.monotonic() - 1)
-        theirs.sendall(b"250 ok\r\n")
-        assert connection.read(time.monotonic() + 5) == b"250 ok\r\n"
-        theirs.close()
-        assert connection.read(time.monotonic() + 5) == b""
-    finally:
-        ours.close()
-        theirs.close()
-
-
-def test_connection_write_sends_everything_even_when_the_socket_buffer_is_full():
+@pytest.fixture
+def pair():
+    """(ours, theirs): a connected socket pair, ours with a small send buffer, closed after."""
     ours, theirs = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def test_connection_read_times_out_at_the_deadline_and_reads_what_arrives(pair):
+    ours, theirs = pair
+    connection = driver.Connection(ours)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        connection.read(time.monotonic() + 0.2)
+    assert 0.15 <= time.monotonic() - started < 2
+    with pytest.raises(TimeoutError):
+        connection.read(time.monotonic() - 1)
+    theirs.sendall(b"250 ok\r\n")
+    assert connection.read(time.monotonic() + 5) == b"250 ok\r\n"
+    theirs.close()
+    assert connection.read(time.monotonic() + 5) == b""
+
+
+def test_connection_write_sends_everything_even_when_the_socket_buffer_is_full(pair):
+    ours, theirs = pair
     data = bytes(range(256)) * 8192             # 2 MiB: many partial sends
     received = bytearray()
 
@@ -102,28 +107,19 @@ def test_connection_write_sends_everything_even_when_the_socket_buffer_is_full()
 
     reader = threading.Thread(target=drain)
     reader.start()
-    try:
-        connection = driver.Connection(ours)
-        connection.write(data, time.monotonic() + 30)
-        reader.join(30)
-        assert bytes(received) == data and connection.bytes_written == len(data)
-    finally:
-        ours.close()
-        theirs.close()
+    connection = driver.Connection(ours)
+    connection.write(data, time.monotonic() + 30)
+    reader.join(30)
+    assert bytes(received) == data and connection.bytes_written == len(data)
 
 
-def test_connection_write_times_out_when_the_peer_never_reads():
-    ours, theirs = socket.socketpair()
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    try:
-        connection = driver.Connection(ours)
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            connection.write(b"x" * (8 * 1024 * 1024), time.monotonic() + 0.3)
-        assert time.monotonic() - started < 3
-    finally:
-        ours.close()
-        theirs.close()
+def test_connection_write_times_out_when_the_peer_never_reads(pair):
+    ours, _ = pair
+    connection = driver.Connection(ours)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        connection.write(b"x" * (8 * 1024 * 1024), time.monotonic() + 0.3)
+    assert time.monotonic() - started < 3
 
 
 class _Recorder:
