@@ -23,6 +23,7 @@ import syslog
 import time
 
 from .config.errors import ConfigError
+from .pid import current as current_pid
 
 LOGGER_NAME = "postclient"
 _PREFIX = {logging.WARNING: "warning: ", logging.ERROR: "error: ", logging.CRITICAL: "fatal: "}
@@ -87,7 +88,7 @@ class MaillogFileHandler(logging.Handler):
 
     def emit(self, record):
         try:
-            key = (int(record.created), os.getpid())
+            key = (int(record.created), current_pid())
             if key != self._prefix_key:
                 stamp = time.strftime("%b %d %H:%M:%S", time.localtime(key[0]))
                 self._prefix = f"{stamp} {self._host} {log_tag()}[{key[1]}]: "

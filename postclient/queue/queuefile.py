@@ -276,25 +276,31 @@ def read_queue_file(path, descriptor=None):
 
 
 class _ContentReader:
-    """A read-only file object limited to the content record."""
+    """A read-only file object limited to the content record.
+
+    It reads with pread(2) at its own position: no buffered file object,
+    duplicate descriptor or seek per message.  A borrowed descriptor is
+    left open on close().
+    """
 
     def __init__(self, path, offset, size, descriptor=None):
-        if descriptor is None:
-            self._handle = open(path, "rb")
-        else:
-            self._handle = os.fdopen(os.dup(descriptor), "rb")
-        self._handle.seek(offset)
+        self._own = descriptor is None
+        self._descriptor = os.open(path, os.O_RDONLY) if self._own else descriptor
+        self._position = offset
         self._left = size
 
     def read(self, size=-1):
         if size is None or size < 0 or size > self._left:
             size = self._left
-        data = self._handle.read(size)
+        data = os.pread(self._descriptor, size, self._position) if size else b""
+        self._position += len(data)
         self._left -= len(data)
         return data
 
     def close(self):
-        self._handle.close()
+        if self._own and self._descriptor is not None:
+            os.close(self._descriptor)
+        self._descriptor = None
 
     def __enter__(self):
         return self
@@ -306,8 +312,9 @@ class _ContentReader:
 def open_content(queue_file, descriptor=None):
     """A file object that reads the message content as a stream.
 
-    With ``descriptor`` (an open descriptor of the file) it reads through a
-    duplicate of it, so that a rename of the file meanwhile does not matter.
+    With ``descriptor`` (an open descriptor of the file, which the caller
+    keeps open until the reader is closed) it reads through it, so that a
+    rename of the file meanwhile does not matter.
     """
     return _ContentReader(queue_file.path, queue_file.content_offset, queue_file.content_size,
                           descriptor)

@@ -53,6 +53,7 @@ import traceback
 import setproctitle
 
 from .. import log
+from ..pid import current as current_pid
 from ..config.config import Config
 from ..config.errors import ConfigError
 from ..master.proto import AVAILABLE, TAKEN, encode_status
@@ -90,7 +91,7 @@ class ServiceContext:
         if self.status_socket is None or self.master_gone:
             return False
         try:
-            self.status_socket.send(encode_status(os.getpid(), self.generation, status))
+            self.status_socket.send(encode_status(current_pid(), self.generation, status))
         except OSError:
             self.master_gone = True
             return False

@@ -94,9 +94,10 @@ class _Delivery:
         self.on_result = on_result
         self.started = time.time()
         self.trouble = Trouble(request.recipients, config.get("soft_bounce"))
-        self.filter = copy.copy(_memo(config, ("filter", protocol),
-                                      lambda: ContentFilter(config, protocol)))
-        self.filter.queue_id = request.queue_id
+        self.filter = _memo(config, ("filter", protocol), lambda: ContentFilter(config, protocol))
+        if self.filter.content_active:          # it logs the queue ID: a copy of our own
+            self.filter = copy.copy(self.filter)
+            self.filter.queue_id = request.queue_id
         self.sender = self.filter.rewrite_address(request.sender)
         self.addresses = [self.filter.rewrite_address(r.address) for r in request.recipients]
         if request.open_content is not None and not self.filter.content_active:

@@ -312,12 +312,18 @@ class Client:
         return cls(settings, _resume=capabilities)
 
     def continue_ready(self):
-        """Instead of the RSET probe: a resumed core for a session this process
+        """Instead of the RSET probe: this core, for the session this process
         itself left READY moments ago (the next message of a batched request);
         queues the Ready event that run_session() starts from."""
-        if self._expect or self._phase != State.READY:
-            raise RuntimeError("continue_ready() needs a resumed core")
+        if not self.can_continue:
+            raise RuntimeError("continue_ready() needs an idle, untainted core")
         self._enter_ready()
+
+    @property
+    def can_continue(self):
+        """Idle after a clean transaction, with nothing unread: the next MAIL may follow."""
+        return (self.reusable and not self._events and not self._out
+                and not self._reader.buffered and not self._reader.in_reply)
 
     # --- introspection -----------------------------------------------------------
     @property

@@ -99,13 +99,13 @@ import dataclasses
 import ipaddress
 import json
 import logging
-import os
 import socket
 import threading
 import time
 
 from .. import maps
 from ..config.registry import protocol_name
+from ..pid import current as current_pid
 from ..scache.client import shared_client
 from . import driver
 from .protocol import Client, State
@@ -375,19 +375,22 @@ class RequestCache:
         if self._expired(held.opened):
             held.quit()
             return None
-        continued = self.batch is not None and held.batch is self.batch
-        try:
-            # the same batch: the same site and server, so the same settings
-            settings = held.client.settings if continued else settings_for(address, best_mx)
-            client = Client.resume(settings, held.capabilities)
-        except (TypeError, ValueError, AttributeError):
-            held.close()
-            return None
+        continued = (self.batch is not None and held.batch is self.batch
+                     and held.client.can_continue)
         if continued:
-            client.continue_ready()         # the same batch goes on: MAIL is the probe
-        elif not driver.probe(driver.Connection(held.sock), client):
-            held.close()
-            return None
+            # the same batch goes on with the same core (same site, server and
+            # settings): MAIL is the probe
+            client = held.client
+            client.continue_ready()
+        else:
+            try:
+                client = Client.resume(settings_for(address, best_mx), held.client.capabilities)
+            except (TypeError, ValueError, AttributeError):
+                held.close()
+                return None
+            if not driver.probe(driver.Connection(held.sock), client):
+                held.close()
+                return None
         self.used.add(address.address)
         return CachedSession(address, held.sock, client, held.opened, best_mx, continued)
 
@@ -498,8 +501,7 @@ class RequestCache:
     def _held(self, connection, client, address, opened, best_mx, site):
         ttl = self.get("smtp_connection_cache_time_limit")
         return _Held(protocol=self.protocol, identity=self._identity(), address=address,
-                     sock=connection.sock, client=client,
-                     capabilities=client.capabilities.to_dict(), opened=opened,
+                     sock=connection.sock, client=client, opened=opened,
                      best_mx=best_mx, endp_label=self._endpoint_label(address),
                      dest_label=self.nexthop_label if site.index == 0 else None, ttl=ttl,
                      reuse_limit=self.get("smtp_connection_reuse_time_limit"),
@@ -540,8 +542,7 @@ class _Held:
     identity: str
     address: ServerAddress
     sock: socket.socket
-    client: Client
-    capabilities: dict
+    client: Client        # READY; its capabilities are what a resumed core gets
     opened: float
     best_mx: bool
     endp_label: str
@@ -551,7 +552,7 @@ class _Held:
     scache: object
     batch: object = None  # the batched request whose message left it (see the docstring)
     since: float = 0.0    # time.monotonic() when it became idle in this process
-    pid: int = dataclasses.field(default_factory=os.getpid)
+    pid: int = dataclasses.field(default_factory=current_pid)
 
     def hand_over(self):
         """What session_done() did at once before: save_endp (+ save_dest), else QUIT."""
@@ -601,7 +602,7 @@ def _claim():
     worker is handing one over)."""
     with _held_cond:
         held = _held.pop(threading.get_ident(), None)
-    if held is not None and held.pid != os.getpid():
+    if held is not None and held.pid != current_pid():
         return None                 # a parent's: not ours to use or close
     return held
 
@@ -615,7 +616,7 @@ def _publish(held):
         previous = _held.get(thread)
         _held[thread] = held
         held.since = time.monotonic()
-        if previous is not None and previous.pid == os.getpid():
+        if previous is not None and previous.pid == current_pid():
             previous.hand_over()
         if _worker is None or not _worker.is_alive():
             _worker = threading.Thread(target=_idle_worker, name="smtp-hold", daemon=True)
@@ -636,7 +637,7 @@ def release_held():
         kept = list(_held.values())
         _held.clear()
     for held in kept:
-        if held.pid == os.getpid():
+        if held.pid == current_pid():
             held.hand_over()
 
 

@@ -36,6 +36,7 @@ import os
 import time
 
 from .. import ipc
+from ..pid import current as current_pid
 from ..queue import queuefile, statuslog
 from . import engine, reuse
 from .request import DeliveryRequest, Recipient
@@ -93,21 +94,24 @@ def handle_batch(attributes, context):
             or not all(isinstance(m, dict) for m in messages):
         reason = f"a batch needs 1 to {MAX_BATCH} messages"
         log.warning("delivery request refused: %s", reason)
-        return {"status": "error", "reason": reason, "messages": [], "pid": os.getpid()}
+        return {"status": "error", "reason": reason, "messages": [], "pid": current_pid()}
     flags = attributes.get("flags") or {}
     batch = engine.Batch()      # lets each message go on with the previous one's session
     locks = _lock_batch(messages, context.queue_directory)
     try:
-        replies = _deliver_batch(attributes, messages, flags, batch, context)
+        replies = _deliver_batch(attributes, messages, flags, batch, context, locks)
     finally:
         reuse.keep_batch_session(batch)     # the last session waits for the next request
         for descriptor in locks:
-            os.close(descriptor)
-    return {"status": "ok", "messages": replies, "pid": os.getpid()}
+            if descriptor is not None:
+                os.close(descriptor)
+    return {"status": "ok", "messages": replies, "pid": current_pid()}
 
 
 def _lock_batch(messages, queue_directory):
-    """A shared lock on every queue file of the batch, from the start; their descriptors.
+    """A shared lock on every queue file of the batch, from the start: a list
+    with an open descriptor for each message (None where the file cannot be
+    opened), which its delivery then reads and marks through.
 
     A message waits for its turn in the batch, but it is this agent's from the
     moment the request came: a queue manager that restarts meanwhile (the one
@@ -119,18 +123,20 @@ def _lock_batch(messages, queue_directory):
     locks = []
     for message in messages:
         try:
-            descriptor = os.open(_queue_path(queue_directory, message), os.O_RDONLY)
+            descriptor = queuefile.open_for_marking(_queue_path(queue_directory, message))
         except (RequestError, OSError):
+            locks.append(None)
             continue
-        locks.append(descriptor)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_SH)
         except OSError:
-            pass            # handle_request() locks it again, and reports a failure
+            os.close(descriptor)    # handle_request() tries again, and reports a failure
+            descriptor = None
+        locks.append(descriptor)
     return locks
 
 
-def _deliver_batch(attributes, messages, flags, batch, context):
+def _deliver_batch(attributes, messages, flags, batch, context, locks):
     replies, stop = [], None
     stopping = getattr(context, "lifeline_closed", None)   # the master went away (skeleton)
     for position, message in enumerate(messages):
@@ -138,14 +144,15 @@ def _deliver_batch(attributes, messages, flags, batch, context):
             stop = "delivery agent stopping"    # finish the message at hand, start no other
         if stop is not None:
             replies.append({"status": "skipped", "reason": stop, "results": [],
-                            "pid": os.getpid()})
+                            "pid": current_pid()})
             continue
         last = position == len(messages) - 1
         single = dict(message, nexthop=attributes.get("nexthop"), flags={
             # keep the session open for the next message; the last follows the batch's flags
             "use_cached_connection": bool(flags.get("use_cached_connection")) or position > 0,
             "store_connection": bool(flags.get("store_connection")) or not last})
-        reply = handle_request(single, context, hold_idle=True, batch=batch)
+        reply = handle_request(single, context, hold_idle=True, batch=batch,
+                               descriptor=locks[position])
         replies.append(reply)
         if reply.get("destination_down"):
             stop = "destination down"
@@ -154,12 +161,13 @@ def _deliver_batch(attributes, messages, flags, batch, context):
     return replies
 
 
-def handle_request(attributes, context, hold_idle=False, batch=None):
+def handle_request(attributes, context, hold_idle=False, batch=None, descriptor=None):
     """Deliver one request; returns the reply attributes.
 
     ``hold_idle``: keep a cacheable idle session in this process for the next
     request (engine.deliver(); serve() asks for it).  ``batch``: the batched
-    request this message is part of (handle_batch()).
+    request this message is part of (handle_batch()), and ``descriptor`` the
+    queue file's descriptor it opened and locked (left open here).
     """
     queue_directory = context.queue_directory
     marker = None
@@ -168,16 +176,10 @@ def handle_request(attributes, context, hold_idle=False, batch=None):
         nexthop = attributes.get("nexthop")
         if not isinstance(nexthop, str) or not nexthop:
             raise RequestError("request has no next-hop")
-        try:
-            # The file is read, and recipients marked done, through this one
-            # descriptor, so the marks still reach the file if it is renamed
-            # while we deliver (postclient super -h/-r).
-            marker = queuefile.open_for_marking(path)
-        except FileNotFoundError:
-            raise RequestError(f"queue file {path} does not exist") from None
-        # A shared lock for the whole delivery: a queue manager that restarts
-        # meanwhile sees the file is being delivered and leaves it alone.
-        fcntl.flock(marker, fcntl.LOCK_SH)
+        # The file is read, and recipients marked done, through this one
+        # descriptor, so the marks still reach the file if it is renamed
+        # while we deliver (postclient super -h/-r).
+        marker = _open_marker(path, descriptor)
         try:
             queued = queuefile.read_queue_file(path, marker)
         except queuefile.CorruptQueueFile as error:
@@ -185,13 +187,13 @@ def handle_request(attributes, context, hold_idle=False, batch=None):
             raise RequestError(f"corrupt queue file {path}: {error}", corrupt=True) from None
         chosen, skipped = _requested_recipients(attributes, queued)
     except RequestError as error:
-        if marker is not None:
+        if marker is not None and marker is not descriptor:
             os.close(marker)
         log.warning("%s: delivery request refused: %s", attributes.get("queue_id", "?"), error)
         return {"status": "corrupt" if error.corrupt else "error", "reason": str(error),
-                "results": [], "pid": os.getpid()}
+                "results": [], "pid": current_pid()}
     except BaseException:
-        if marker is not None:
+        if marker is not None and marker is not descriptor:
             os.close(marker)
         raise
     flags = attributes.get("flags") or {}
@@ -230,16 +232,43 @@ def handle_request(attributes, context, hold_idle=False, batch=None):
         outcome = engine.deliver(context.config, request, protocol, on_result=record,
                                  hold_idle=hold_idle, batch=batch)
     finally:
-        os.close(marker)
+        if marker is not descriptor:
+            os.close(marker)
     results = [dict(result.as_json(), offset=result.recipient.offset) for result in outcome.results]
     results += [{"recipient": r.address, "offset": r.offset, "status": "done"} for r in skipped]
-    reply = {"status": "ok", "results": results, "pid": os.getpid()}
+    reply = {"status": "ok", "results": results, "pid": current_pid()}
     if outcome.destination_down is not None:
         reply["destination_down"] = {"dsn": outcome.destination_down.dsn,
                                      "text": outcome.destination_down.text}
     if outcome.best_mx_transport:
         reply["best_mx_transport"] = outcome.best_mx_transport
     return reply
+
+
+def _open_marker(path, descriptor):
+    """The queue file's descriptor, locked shared for the whole delivery (a queue
+    manager that restarts meanwhile sees the file is being delivered and leaves
+    it alone).  A batch opened it already (``descriptor``): it is used if the
+    path still names that file, which super -d, -h or -r may have changed
+    while the message waited for its turn."""
+    if descriptor is not None:
+        try:
+            now, opened = os.stat(path), os.fstat(descriptor)
+        except FileNotFoundError:
+            now = opened = None
+        if now is None or (now.st_ino, now.st_dev) != (opened.st_ino, opened.st_dev):
+            raise RequestError(f"queue file {path} does not exist")
+        return descriptor
+    try:
+        marker = queuefile.open_for_marking(path)
+    except FileNotFoundError:
+        raise RequestError(f"queue file {path} does not exist") from None
+    try:
+        fcntl.flock(marker, fcntl.LOCK_SH)
+    except BaseException:
+        os.close(marker)
+        raise
+    return marker
 
 
 def serve(conn, context):

@@ -574,3 +574,35 @@ def test_a_stopping_agent_finishes_the_message_at_hand_and_starts_no_other(queue
     assert [m["status"] for m in reply["messages"]] == ["ok", "ok", "skipped", "skipped"]
     assert reply["messages"][2]["reason"] == "delivery agent stopping"
     assert server.messages == 2 and pending_after(config_dir, messages) == [0, 0, 1, 1]
+
+
+def test_a_batch_message_removed_or_held_while_it_waits_is_not_sent(queue_dir, servers,
+                                                                    scache_process, scache_calls):
+    # The batch opens every file when the request comes; a message that super -d
+    # deletes or super -h moves away before its turn must not go out through
+    # that early descriptor.
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    server = servers()
+    messages = queue_batch(config_dir, 4)
+    os.makedirs(f"{config_dir}/q/hold")
+    context = BatchContext(config_dir)
+    asked = []
+
+    def meanwhile():            # called before each message after the first
+        if not asked:
+            active = f"{config_dir}/q/active"
+            os.rename(f"{active}/{messages[1]['queue_id']}", f"{config_dir}/q/hold/{messages[1]['queue_id']}")
+            os.unlink(f"{active}/{messages[2]['queue_id']}")
+        asked.append(1)
+        return False
+
+    context.lifeline_closed = meanwhile
+    reply = service.handle_batch({"request": "deliver", "nexthop": server.nexthop,
+                                  "messages": messages, "flags": {}}, context)
+    statuses = [m["status"] for m in reply["messages"]]
+    assert statuses == ["ok", "error", "error", "ok"], reply
+    assert all("does not exist" in m["reason"] for m in reply["messages"][1:3])
+    assert server.messages == 2
+    held = queuefile.read_queue_file(f"{config_dir}/q/hold/{messages[1]['queue_id']}")
+    assert len(held.pending()) == 1         # still to deliver once released
