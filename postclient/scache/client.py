@@ -32,6 +32,7 @@ import threading
 import time
 
 from .. import ipc
+from ..pid import current as current_pid
 from . import (FIND_DEST, FIND_ENDP, PROTOCOL, SAVE_DEST, SAVE_ENDP, STATUS_BAD, STATUS_FAIL,
                STATUS_OK, VERSION)
 
@@ -54,7 +55,7 @@ class ScacheClient:
         self.sock = None
         self.failures = 0
         self.disabled = False
-        self.pid = os.getpid()
+        self.pid = current_pid()
         self._lock = threading.Lock()     # one call at a time over the one connection
 
     # --- the four requests ------------------------------------------------------------
@@ -123,12 +124,12 @@ class ScacheClient:
         return None
 
     def _connection(self, deadline):
-        if self.sock is not None and self.pid != os.getpid():
+        if self.sock is not None and self.pid != current_pid():
             self.sock = None            # the parent's connection: not ours to use (or close)
         if self.sock is not None and self._stale():
             self.close()                # the service hung up while we were idle: not a failure
         if self.sock is None:
-            self.pid = os.getpid()
+            self.pid = current_pid()
             try:
                 sock = ipc.connect_unix(self.path, deadline)
             except ipc.IpcError as error:
@@ -184,7 +185,7 @@ def shared_client(queue_directory, timeout):
     path = os.path.join(queue_directory, "private", SOCKET_NAME)
     with _shared_lock:
         client = _shared.get(path)
-        if client is None or client.pid != os.getpid():
+        if client is None or client.pid != current_pid():
             client = _shared[path] = ScacheClient(path, timeout)
     client.timeout = timeout
     return client

@@ -398,13 +398,15 @@ class _Delivery:
 
 class Batch:
     """What the messages of one batched delivery request share (service.handle_batch()):
-    the session one leaves READY for the next (reuse.py), and the resolution
+    the session one leaves READY for the next (reuse.py), the cache policy
+    decided for its destination, and the resolution
     of each site, so that a batch makes its DNS lookups (and waits out a
     failing resolver) once, not once per message."""
 
     def __init__(self):
         self.resolutions = {}       # destination.Site -> resolve.Resolution
         self.held = None            # the idle session one message leaves for the next (reuse.py)
+        self.cache_policies = {}    # what reuse.RequestCache decided, by site and flags
 
 
 BROKEN_BEFORE_MAIL = "broken before MAIL"

@@ -102,6 +102,7 @@ import logging
 import socket
 import threading
 import time
+import weakref
 
 from .. import maps
 from ..config.registry import protocol_name
@@ -205,6 +206,20 @@ def _same_peer(sock, address):
 
 
 _tables = {}     # smtp_connection_cache_destinations tables, opened once per process
+_identities = weakref.WeakKeyDictionary()   # Config -> {protocol: identity}: a Config never changes
+
+
+def _identity(config, protocol):
+    """The label suffix: the service, the HELO name and the source addresses."""
+    known = _identities.setdefault(config, {})
+    identity = known.get(protocol)
+    if identity is None:
+        def get(name):
+            return config.get(protocol_name(name, protocol))
+        identity = f"|service={config.process_name}|helo={get('smtp_helo_name')}"
+        bind = ",".join(b for b in (get("smtp_bind_address"), get("smtp_bind_address6")) if b)
+        identity = known[protocol] = identity + (f"|bind={bind}" if bind else "")
+    return identity
 
 
 def _matches(patterns, name):
@@ -278,31 +293,39 @@ class RequestCache:
         return addresses
 
     def _decide(self, site):
+        """The policy for this request; the messages of a batch share one decision
+        for each combination of flags (the first and the last may differ)."""
+        key = (site, bool(self.request.use_cached_connection), bool(self.request.store_connection))
+        known = self.batch.cache_policies if self.batch is not None else {}
+        policy = known.get(key)
+        if policy is None or (policy[2] is not None and policy[2].disabled):
+            policy = known[key] = self._policy(site)
+        self.load, self.store, self._scache, self.dest_label, self.nexthop_label = policy
+
+    def _policy(self, site):
+        """(load, store, scache client, destination label to look up, to save under)."""
         if self.get("smtp_sasl_auth_enable"):
-            return      # until the SASL identity is part of the labels (security rule 14)
+            # until the SASL identity is part of the labels (security rule 14)
+            return False, False, None, None, None
+        load = store = False
         if _matches(self.get("smtp_connection_cache_destinations"), site.domain or ""):
-            self.load = self.store = True
+            load = store = True
         elif self.get("smtp_connection_cache_on_demand"):
-            self.load = bool(self.request.use_cached_connection)
-            self.store = bool(self.request.store_connection)
-        if not self.active:
-            return
-        self._scache = shared_client(self.config.get("queue_directory"),
-                                     self.config.get("connection_cache_protocol_timeout"))
-        if self._scache.disabled:
-            self.load = self.store = False
-            return
+            load = bool(self.request.use_cached_connection)
+            store = bool(self.request.store_connection)
+        if not (load or store):
+            return False, False, None, None, None
+        scache = shared_client(self.config.get("queue_directory"),
+                               self.config.get("connection_cache_protocol_timeout"))
+        if scache.disabled:
+            return False, False, scache, None, None
         label = destination_label(self.protocol, site, self._identity())
-        self.dest_label = label if self.load else None
-        self.nexthop_label = label if self.store else None
+        return load, store, scache, label if load else None, label if store else None
 
     def _identity(self):
         """What else a server would see differently: the service, the HELO name, the source."""
         if self._identity_text is None:
-            identity = f"|service={self.config.process_name}|helo={self.get('smtp_helo_name')}"
-            bind = ",".join(b for b in (self.get("smtp_bind_address"),
-                                        self.get("smtp_bind_address6")) if b)
-            self._identity_text = identity + (f"|bind={bind}" if bind else "")
+            self._identity_text = _identity(self.config, self.protocol)
         return self._identity_text
 
     # --- lookups ----------------------------------------------------------------------------
