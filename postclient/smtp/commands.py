@@ -122,6 +122,8 @@ def notify_value(notify):
 
 def unsafe_values(envelope, helo_name=None):
     """Every UnsafeValueError ``envelope`` (and the HELO name) would raise, in order."""
+    if not has_unsafe_characters(_all_values(envelope, helo_name)):
+        return []               # the usual case: one scan of everything at once
     found = []
 
     def check(field, value, index=None):
@@ -145,6 +147,17 @@ def unsafe_values(envelope, helo_name=None):
         check("orcpt", getattr(rcpt, "original", ""), index)
         check("notify", getattr(rcpt, "notify", ""), index)
     return found
+
+
+def _all_values(envelope, helo_name):
+    """Every value unsafe_values() looks at, joined (with a separator that is safe)."""
+    values = [helo_name or "", envelope.sender or "", envelope.envid or "", envelope.ret or ""]
+    for rcpt in envelope.recipients:
+        values.append(rcpt.address or "")
+        for name in ("orcpt", "original", "notify"):
+            value = getattr(rcpt, name, "") or ""
+            values.append(value if isinstance(value, str) else " ".join(value))
+    return " ".join(values)
 
 
 def check_envelope(envelope):

@@ -115,6 +115,7 @@ class _Delivery:
         self.discard_maps = _memo(config, ("discard", protocol), lambda: maps.open_tables(
             config.expand(self.param("smtp_discard_ehlo_keyword_address_maps"))))
         self.ready_at = {}            # recipient index -> when its session was ready for MAIL
+        self._envelopes = {}          # recipient indexes -> commands.Envelope
         self.logged = set()
         self.batch = batch
         self.cache = reuse.RequestCache(config, request, protocol, hold=hold_idle, batch=batch)
@@ -267,6 +268,15 @@ class _Delivery:
 
     # --- one session ------------------------------------------------------------------
     def _envelope(self, indexes):
+        """The envelope for these recipients (made once for the same set: the
+        unsafe-value check and the first session use the same)."""
+        key = tuple(indexes)
+        known = self._envelopes.get(key)
+        if known is None:
+            known = self._envelopes[key] = self._make_envelope(key)
+        return known
+
+    def _make_envelope(self, indexes):
         request = self.request
         recipients = [commands.Rcpt(self.addresses[i], original=request.recipients[i].original or
                                     request.recipients[i].address, orcpt=request.recipients[i].orcpt,
@@ -319,10 +329,10 @@ class _Delivery:
         def on_end_of_data(event):
             self._apply(pending, event.outcomes, relay, final(True), client.capabilities.dsn)
 
-        options = dataclasses.replace(
-            _memo(self.config, ("options", self.protocol),
-                  lambda: driver.SessionOptions.from_config(self.config, self.protocol, 0.0)),
-            message_age=time.time() - self.request.arrival_time)
+        options = copy.copy(_memo(self.config, ("options", self.protocol),
+                                  lambda: driver.SessionOptions.from_config(self.config,
+                                                                            self.protocol, 0.0)))
+        options.message_age = time.time() - self.request.arrival_time
         content = self.content if self.content is not None else self.request.open_content()
         kept = False
         try:

@@ -208,25 +208,30 @@ def handle_request(attributes, context, hold_idle=False, batch=None, descriptor=
         store_connection=bool(flags.get("store_connection")))
     protocol = "lmtp" if context.command == "lmtp" else "smtp"
 
-    def record(index, result):
-        recipient = request.recipients[index]
-        status = statuslog.StatusRecord(
+    def status_record(recipient, result):
+        return statuslog.StatusRecord(
             recipient=recipient.address, original=recipient.original, orcpt=recipient.orcpt,
             notify=recipient.notify, offset=recipient.offset, status=result.status, dsn=result.dsn,
             relay=result.relay, reply=result.reply, text=result.text, time=time.time())
+
+    def record(index, result):
+        recipient = request.recipients[index]
         if result.status == "sent":
             if "SUCCESS" in recipient.notify.upper() and not result.server_dsn:
                 # A success notice is ours to send (§8): "relayed", or for LMTP
                 # with lmtp_assume_final "delivered".
+                status = status_record(recipient, result)
                 if protocol == "lmtp" and context.config.get("lmtp_assume_final"):
                     status.status = "delivered"
                 statuslog.append_status(queue_directory, "trace", queued.queue_id, status)
             queuefile.mark_done_fd(marker, recipient.offset, path)
         elif result.status == "bounced":
-            statuslog.append_status(queue_directory, "bounce", queued.queue_id, status)
+            statuslog.append_status(queue_directory, "bounce", queued.queue_id,
+                                    status_record(recipient, result))
             queuefile.mark_done_fd(marker, recipient.offset, path)
         else:
-            statuslog.append_status(queue_directory, "defer", queued.queue_id, status)
+            statuslog.append_status(queue_directory, "defer", queued.queue_id,
+                                    status_record(recipient, result))
 
     try:
         outcome = engine.deliver(context.config, request, protocol, on_result=record,
