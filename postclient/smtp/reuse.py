@@ -269,6 +269,7 @@ class RequestCache:
         self.dest_label = None      # for lookups: the first next-hop's label, while load
         self.nexthop_label = None   # for saving: until the first good session (Postfix's nexthop state)
         self.used = set()           # addresses served from the cache in this request
+        self.continued_from = None  # the batch's _Held whose session this message goes on with
         self._scache = None
         self._identity_text = None
 
@@ -382,7 +383,9 @@ class RequestCache:
         held = self.claimed
         if site.index == 0 and held.dest_label is not None and held.dest_label == self.dest_label:
             self.claimed = None
-            address = dataclasses.replace(held.address, preference=0, query_name="")
+            address = held.address
+            if address.preference or address.query_name:
+                address = dataclasses.replace(address, preference=0, query_name="")
             return self._activate_held(held, address, held.best_mx, settings_for)
         best = resolution.best_preference
         for address in addresses:
@@ -405,6 +408,7 @@ class RequestCache:
             # settings): MAIL is the probe
             client = held.client
             client.continue_ready()
+            self.continued_from = held
         else:
             try:
                 client = Client.resume(settings_for(address, best_mx), held.client.capabilities)
@@ -522,6 +526,12 @@ class RequestCache:
         return kept
 
     def _held(self, connection, client, address, opened, best_mx, site):
+        held = self.continued_from
+        if held is not None and held.sock is connection.sock and held.client is client:
+            # the batch's session, kept again: the same server, labels and limits
+            self.continued_from = None
+            held.dest_label = self.nexthop_label if site.index == 0 else None
+            return held
         ttl = self.get("smtp_connection_cache_time_limit")
         return _Held(protocol=self.protocol, identity=self._identity(), address=address,
                      sock=connection.sock, client=client, opened=opened,
