@@ -78,7 +78,9 @@ Within one batched request (the service delivers several messages in turn,
 docs/protocols.md), the session held by one message is taken by the next
 without the RSET probe: it is the same agent going on with its own session,
 which it left READY after a completed transaction moments ago, as in any
-multi-message SMTP session.  The probe is for sessions that sat idle between
+multi-message SMTP session, and it goes on with the same protocol core
+(Client.can_continue: idle, untainted, nothing unread; otherwise it is
+probed like any other kept session).  The probe is for sessions that sat idle between
 requests or in scache (security rule 14), and each held session records the
 batch that left it, so that only the next message of that batch skips it.
 The MAIL command then does the probe's job: if a continued session breaks

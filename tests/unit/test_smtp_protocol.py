@@ -1011,6 +1011,23 @@ def test_session_kept_for_reuse_runs_a_second_transaction():
     assert h.writes[-2].startswith(b"MAIL FROM:") and h.writes[-1].endswith(b".\r\nQUIT\r\n")
 
 
+def test_the_core_goes_on_with_the_next_message_only_when_idle_clean_and_nothing_unread():
+    h = Harness()
+    h.deliver(env("a@x"), quit_after=False)
+    assert h.client.can_continue
+    h.client.continue_ready()               # the next message of a batch: no RSET probe
+    assert isinstance(h.client.next_event(), Ready)
+    # a stray line from the server after the "." reply would be read as the reply
+    # to the next MAIL: such a core is not continued
+    h.client.receive_data(b"250 2.0.0 stray\r\n")
+    assert not h.client.can_continue
+    with pytest.raises(RuntimeError):
+        h.client.continue_ready()
+    tainted = Harness(FakeServer(RCPT="501 5.1.3 bad"))
+    tainted.deliver(env("a@x"), quit_after=False)   # a protocol-error code taints the session
+    assert not tainted.client.can_continue
+
+
 def test_rset_probe_of_a_cached_connection():
     caps = Capabilities(esmtp=True, pipelining=True)
     client = Client.resume(Settings(peer=PEER), caps.to_dict())
