@@ -76,8 +76,8 @@ def read_status(queue_directory, kind, queue_id):
 
 def remove_status(queue_directory, queue_id):
     """Remove every status log of a message, and its delay-warning mark."""
-    paths = [f"{queue_directory}/{kind}/{queue_id}" for kind in LOG_KINDS]
-    paths.append(f"{queue_directory}/defer/{queue_id}{WARNED_SUFFIX}")
+    paths = [_path(queue_directory, kind, queue_id) for kind in LOG_KINDS]
+    paths.append(_path(queue_directory, "defer", queue_id) + WARNED_SUFFIX)
     for path in paths:
         try:
             os.unlink(path)

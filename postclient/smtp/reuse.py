@@ -273,7 +273,6 @@ class RequestCache:
         self.used = set()           # addresses served from the cache in this request
         self.continued_from = None  # the batch's _Held whose session this message goes on with
         self._scache = None
-        self._identity_text = None
 
     def get(self, name):
         return self.config.get(protocol_name(name, self.protocol))
@@ -327,9 +326,7 @@ class RequestCache:
 
     def _identity(self):
         """What else a server would see differently: the service, the HELO name, the source."""
-        if self._identity_text is None:
-            self._identity_text = _identity(self.config, self.protocol)
-        return self._identity_text
+        return _identity(self.config, self.protocol)
 
     # --- lookups ----------------------------------------------------------------------------
     def reuse_sessions(self, site, resolution, addresses, settings_for):
