@@ -171,6 +171,7 @@ def handle_request(attributes, context, hold_idle=False, batch=None, descriptor=
     """
     queue_directory = context.queue_directory
     marker = None
+    own_marker = descriptor is None         # else the batch closes it
     try:
         path = _queue_path(queue_directory, attributes)
         nexthop = attributes.get("nexthop")
@@ -187,13 +188,13 @@ def handle_request(attributes, context, hold_idle=False, batch=None, descriptor=
             raise RequestError(f"corrupt queue file {path}: {error}", corrupt=True) from None
         chosen, skipped = _requested_recipients(attributes, queued)
     except RequestError as error:
-        if marker is not None and marker is not descriptor:
+        if marker is not None and own_marker:
             os.close(marker)
         log.warning("%s: delivery request refused: %s", attributes.get("queue_id", "?"), error)
         return {"status": "corrupt" if error.corrupt else "error", "reason": str(error),
                 "results": [], "pid": current_pid()}
     except BaseException:
-        if marker is not None and marker is not descriptor:
+        if marker is not None and own_marker:
             os.close(marker)
         raise
     flags = attributes.get("flags") or {}
@@ -237,7 +238,7 @@ def handle_request(attributes, context, hold_idle=False, batch=None, descriptor=
         outcome = engine.deliver(context.config, request, protocol, on_result=record,
                                  hold_idle=hold_idle, batch=batch)
     finally:
-        if marker is not descriptor:
+        if own_marker:
             os.close(marker)
     results = [dict(result.as_json(), offset=result.recipient.offset) for result in outcome.results]
     results += [{"recipient": r.address, "offset": r.offset, "status": "done"} for r in skipped]
