@@ -270,6 +270,7 @@ class _Transaction:
         self.lost_in_data = False
         self.done = False
         self.complete = True
+        self.notices = []               # kept for its message when started early
 
 
 class Client:
@@ -283,11 +284,13 @@ class Client:
                                    self.settings.reply_max_stored)
         self._out = []
         self._out_len = 0
-        self._expect = collections.deque()   # (kind, index) per command awaiting a reply
+        self._expect = collections.deque()   # (kind, index, txn) per command awaiting a reply
         self._events = collections.deque()
         self._notices = []
         self._phase = State.READY
         self._txn = None
+        self._next = None               # a transaction queued behind the current one's "."
+        self._early = None              # the transaction send_next_mail() started, until claimed
         self._tainted = False
         self._closed_event = None
         self._eof = False
@@ -301,7 +304,7 @@ class Client:
             self.capabilities = _resume
         else:
             self.capabilities = Capabilities()
-            self._expect.append(("GREETING", 0))
+            self._expect.append(("GREETING", 0, None))
 
     @classmethod
     def resume(cls, settings, capabilities):
@@ -324,6 +327,57 @@ class Client:
         """Idle after a clean transaction, with nothing unread: the next MAIL may follow."""
         return (self.reusable and not self._events and not self._out
                 and not self._reader.buffered and not self._reader.in_reply)
+
+    # --- the next message's transaction behind this one's "." (RFC 2920) --------------
+    def send_next_mail(self, envelope):
+        """Queue the next message's MAIL, RCPT... DATA right behind the "." just
+        queued by end_of_data(), in the same write (RFC 2920: message content
+        may be the first "command" of a group).  Returns True when queued; False
+        when this session cannot take it now (no PIPELINING, a QUIT follows,
+        a taint, a local refusal that the message's own turn will report).
+
+        Its replies come after the "." reply(s); once this transaction is done
+        (TransactionDone), the core goes on with that one instead of Ready,
+        and ``next_envelope`` names it until claim_next().  If this transaction
+        ends the session instead (lost connection, protocol error), the next
+        one is dropped: no content of it was sent, so nothing is delivered.
+        """
+        txn = self._txn
+        caps = self.capabilities
+        if (self.state != State.DOT or txn is None or txn.done or txn.send_state != "LAST"
+                or txn.quit_after or txn.lost_in_data or self._next is not None
+                or self._tainted or not caps.pipelining):
+            return False
+        if (0 < caps.size_limit < envelope.size
+                or (envelope.smtputf8_required and not caps.smtputf8)):
+            return False
+        try:
+            check_envelope(envelope)
+        except UnsafeValueError:
+            return False
+        downgrade = mime_downgrade(envelope.encoding, caps,
+                                   self.settings.disable_mime_output_conversion)
+        xforward = (xforward_commands(envelope.xforward, caps)
+                    if self.settings.send_xforward and caps.xforward else [])
+        following = self._next = self._early = _Transaction(envelope, False, downgrade, xforward)
+        self._out_len = 0           # the content leads the group; only commands count
+        mine, self._notices = self._notices, []
+        self._advance_sender(following)
+        # a warning about its MAIL is the next message's, given at claim_next()
+        following.notices, self._notices = self._notices, mine
+        return True
+
+    @property
+    def next_envelope(self):
+        """The envelope of the transaction send_next_mail() started, until claim_next()."""
+        return self._early.envelope if self._early is not None else None
+
+    def claim_next(self):
+        """The next message takes over its transaction (it was started for it)."""
+        if self._early is None or self._early is not self._txn:
+            raise LocalProtocolError("no started transaction to claim")
+        self._notices.extend(self._early.notices)
+        self._early = None
 
     # --- introspection -----------------------------------------------------------
     @property
@@ -526,9 +580,20 @@ class Client:
     def body_write_failed(self):
         """A write failed while sending the body.  As Postfix: drop what is unsent and
         still read a premature reply (e.g. 552) if the server sent one; a read that
-        fails then reports "lost connection ... while sending message body"."""
-        self._require("body_write_failed")
+        fails then reports "lost connection ... while sending message body".
+
+        Also allowed for the write that carried the final "." (after
+        end_of_data()): the next transaction queued behind it is dropped."""
         txn = self._txn
+        if (self._phase == State.DOT and txn is not None and not txn.done
+                and not txn.dot_replies and not txn.lost_in_data):
+            self._drop_next()
+            self._out, self._out_len = [], 0
+            txn.lost_in_data = True
+            txn.complete = False
+            self._tainted = True
+            return
+        self._require("body_write_failed")
         self._out, self._out_len = [], 0
         txn.lost_in_data = True
         txn.complete = False
@@ -562,7 +627,7 @@ class Client:
         if self.settings.skip_quit_response:
             self._close()
         else:
-            self._expect.append(("QUIT", 0))
+            self._expect.append(("QUIT", 0, None))
 
     # --- output helpers -----------------------------------------------------------
     def _write(self, data):
@@ -576,7 +641,7 @@ class Client:
 
     def _command(self, line, kind, index=0):
         self._write_command(line)
-        self._expect.append((kind, index))
+        self._expect.append((kind, index, None))
 
     def _send_hello(self, esmtp):
         if self.settings.lmtp:
@@ -598,6 +663,7 @@ class Client:
 
     def _close(self):
         self._tainted = True
+        self._next = self._early = None
         self._expect.clear()
         self._phase = State.CLOSED
         self._closed_event = Closed()
@@ -651,7 +717,7 @@ class Client:
 
     # --- replies ------------------------------------------------------------------
     def _take_reply(self, reply):
-        kind, index = self._expect.popleft()
+        kind, index, _txn = self._expect.popleft()
         self.replies_received += 1
         if reply.garbage:
             self._tainted = True
@@ -861,13 +927,14 @@ class Client:
             return "QUIT", "LAST", 0
         raise AssertionError(f"bad sender state {state}")
 
-    def _advance_sender(self):
+    def _advance_sender(self, txn=None):
         """Postfix's smtp_loop() sender: queue commands until a reply is needed.
 
         A command is built once it is known to go out, or earlier when its
-        length decides whether it still fits the pipelining buffer.
+        length decides whether it still fits the pipelining buffer.  ``txn``:
+        the transaction queued behind the current one (send_next_mail()).
         """
-        txn = self._txn
+        txn = txn or self._txn
         if txn is None or txn.done:
             return
         expect = self._expect
@@ -903,23 +970,23 @@ class Client:
             if state == "DOT":
                 self._expect_dot(txn)
             elif state != "QUIT":
-                expect.append((state, txn.send_index))
+                expect.append((state, txn.send_index, txn))
             else:
                 self._tainted = True
                 if not self.settings.skip_quit_response:
-                    expect.append(("QUIT", 0))
+                    expect.append(("QUIT", 0, txn))
             txn.send_state, txn.send_index = next_state, next_index
 
     def _expect_dot(self, txn):
         count = len(txn.survivors) if (self.settings.lmtp and txn.nrcpt > 0) else 1
-        self._expect.extend(("DOT", 0) for _ in range(count))
+        self._expect.extend(("DOT", 0, txn) for _ in range(count))
 
     def _check_transaction_end(self):
         txn = self._txn
         if txn is None or txn.done or txn.send_state != "LAST":
             return
-        for kind, _index in self._expect:
-            if kind != "QUIT":
+        for kind, _index, owner in self._expect:
+            if owner is txn and kind != "QUIT":
                 return
         self._finish_transaction(txn)
 
@@ -939,12 +1006,34 @@ class Client:
         self.last_result = result
         if close or txn.lost_in_data:
             self._close()
+        elif self._next is not None:
+            self._start_next()
         elif sent_nothing or not txn.quit_after:
             self._enter_ready()
         elif not self._expect:
             self._close()
         else:
             self._phase = State.QUIT        # the QUIT reply is still awaited
+
+    def _start_next(self):
+        """This transaction is done: go on with the one queued behind its "."."""
+        following, self._next = self._next, None
+        if self._tainted:
+            # a protocol error: the replies to come cannot be trusted to match
+            # the commands, so the session ends (nothing of the next was sent)
+            self._close()
+            return
+        self._txn = following
+        self._body_tail, self._body_done = b"\r\n", False
+        self._phase = State.MAIL
+        if not self._expect:
+            self._advance_sender()
+
+    def _drop_next(self):
+        following, self._next = self._next, None
+        if following is not None:
+            self._early = None
+            self._expect = collections.deque(e for e in self._expect if e[2] is not following)
 
     # --- recipient bookkeeping -------------------------------------------------------
     def _fail_all(self, txn, failure):

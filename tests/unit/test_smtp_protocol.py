@@ -1028,6 +1028,176 @@ def test_the_core_goes_on_with_the_next_message_only_when_idle_clean_and_nothing
     assert not tainted.client.can_continue
 
 
+# --- the next message's transaction behind the "." (send_next_mail) ---------------------
+
+class NextHarness(Harness):
+    """Queues ``following`` behind the first transaction's ".", as a batch does;
+    at that transaction's end, the next message claims it (driver.run_session())."""
+
+    def __init__(self, following, server=None, **kw):
+        super().__init__(server, **kw)
+        self.following = following
+        self.queued = None          # what send_next_mail() answered
+        self.claimed = False
+
+    def run(self):
+        while True:
+            event = self.client.next_event()
+            if event is NEED_DATA or event is PAUSED or isinstance(event, Closed):
+                if event is NEED_DATA:
+                    self.flush()
+                    if not self.pending:
+                        self.client.receive_eof()
+                        continue
+                    self.client.receive_data(self.pending)
+                    self.pending = b""
+                    continue
+                self.events.append(event) if event is not PAUSED else None
+                self.flush()
+                return event
+            self.events.append(event)
+            if isinstance(event, ReadyForData):
+                self.client.send_body(self.body)
+                self.client.end_of_data()
+                if self.queued is None:
+                    self.queued = self.client.send_next_mail(self.following)
+            elif isinstance(event, TransactionDone) and self.client.next_envelope is not None:
+                assert self.client.next_envelope is self.following
+                self.client.claim_next()
+                self.claimed = True
+
+    def results(self):
+        return [e.result for e in self.of(TransactionDone)]
+
+
+def test_the_next_transaction_leaves_with_the_dot_and_runs_after_it():
+    second = env("b@x")
+    h = NextHarness(second)
+    h.handshake()
+    h.client.send_mail(env("a@x"), quit_after=False)
+    assert h.run() is PAUSED
+    assert h.queued and h.claimed
+    # one write: the body, ".", and the next transaction's commands up to DATA
+    assert h.writes[2] == (BODY + b".\r\nMAIL FROM:<sender@example.org> SIZE=24 BODY=7BIT\r\n"
+                           b"RCPT TO:<b@x>\r\nDATA\r\n")
+    assert h.writes[3] == BODY + b".\r\n"
+    assert [r.delivered for r in h.results()] == [(0,), (0,)]
+    assert h.server.commands.count(".") == 2 and h.server.bodies == [BODY, BODY]
+    assert isinstance(h.events[-1], Ready) and h.client.reusable
+    assert h.client.next_envelope is None
+
+
+def test_a_warning_about_the_next_mail_is_given_to_the_next_message():
+    h = NextHarness(env("b@x", encoding="x-unknown"))
+    h.handshake()
+    h.client.send_mail(env("a@x"), quit_after=False)
+    h.client.next_event()
+    while h.queued is None:         # up to the first message's "." and the next MAIL
+        event = h.client.next_event()
+        if event is NEED_DATA:
+            h.flush()
+            h.client.receive_data(h.pending)
+            h.pending = b""
+        elif isinstance(event, ReadyForData):
+            h.client.send_body(BODY)
+            h.client.end_of_data()
+            h.queued = h.client.send_next_mail(h.following)
+    assert h.queued and h.client.take_notices() == []   # not the first message's
+    h.run()
+    assert h.claimed
+    assert [n.text for n in h.client.take_notices()] == ["unknown content encoding: x-unknown"]
+
+
+def test_a_refused_dot_fails_only_its_own_message():
+    h = NextHarness(env("b@x"), FakeServer(DOT=[TOO_BIG, QUEUED]))
+    h.handshake()
+    h.client.send_mail(env("a@x"), quit_after=False)
+    h.run()
+    first, second = h.results()
+    assert first.delivered == () and first.outcomes[0].failure.dsn == "5.3.4"
+    assert second.delivered == (0,) and h.client.reusable
+
+
+def test_the_next_transaction_is_dropped_when_the_dot_loses_the_connection():
+    h = NextHarness(env("b@x"), FakeServer(DOT=DISCONNECT))
+    h.handshake()
+    h.client.send_mail(env("a@x"), quit_after=False)
+    assert isinstance(h.run(), Closed)
+    [only] = h.results()            # nothing at all for the next message: it was never sent
+    assert only.outcomes[0].failure.text == (f"lost connection with {PEER} while sending end of "
+                                             "data -- message may be sent more than once")
+    assert h.client.next_envelope is None and not h.claimed
+    assert h.server.bodies == [BODY]
+
+
+def test_a_protocol_error_in_the_dot_reply_ends_the_session_before_the_next_body():
+    h = NextHarness(env("b@x"), FakeServer(DOT=b"xyz garbage\r\n"))
+    h.handshake()
+    h.client.send_mail(env("a@x"), quit_after=False)
+    h.run()
+    assert h.queued and not h.claimed
+    assert len(h.results()) == 1 and h.client.state == State.CLOSED
+    assert h.server.bodies == [BODY] and h.client.next_envelope is None
+
+
+def test_the_next_mail_refused_ends_its_transaction_as_any_other():
+    # this server answers DATA with 354 even so: a lone "." without content
+    h = NextHarness(env("b@x"), FakeServer(MAIL=[MAIL_OK, SENDER_REJECTED]))
+    h.handshake()
+    h.client.send_mail(env("a@x"), quit_after=False)
+    assert h.run() is PAUSED
+    first, second = h.results()
+    assert first.delivered == (0,) and second.outcomes[0].failure.dsn == "5.7.1"
+    assert h.server.bodies == [BODY, b""] and h.client.reusable
+
+
+@pytest.mark.parametrize("server, quit_after, settings, following, why", [
+    (FakeServer(EHLO=EHLO_NO_PIPELINING), False, {}, env("b@x"), "no PIPELINING"),
+    (None, True, {}, env("b@x"), "QUIT follows the first"),
+    (None, False, {}, env("b@x", size=20000000), "over the server's SIZE"),
+])
+def test_the_next_transaction_is_not_queued_when_the_session_cannot_take_it(
+        server, quit_after, settings, following, why):
+    h = NextHarness(following, server, **settings)
+    h.handshake()
+    h.client.send_mail(env("a@x"), quit_after=quit_after)
+    h.run()
+    assert h.queued is False, why
+    assert len(h.results()) == 1
+    assert len([c for c in h.server.commands if c.startswith("MAIL")]) == 1
+    assert h.client.next_envelope is None
+
+
+def test_a_failed_write_of_the_dot_drops_the_next_transaction():
+    h = Harness(body=None)
+    h.handshake()
+    h.client.send_mail(env("a@x"), quit_after=False)
+    assert h.run() is PAUSED and isinstance(h.events[-1], ReadyForData)
+    h.client.send_body(BODY + b".\r\n")
+    h.client.end_of_data()
+    assert h.client.send_next_mail(env("b@x"))
+    assert h.client.data_to_send().endswith(b"DATA\r\n")     # the write that failed
+    h.client.body_write_failed()
+    assert h.client.next_envelope is None
+    h.client.receive_eof()
+    events = [h.client.next_event(), h.client.next_event()]
+    assert isinstance(events[0], TransactionDone) and isinstance(events[1], Closed)
+    assert events[0].result.outcomes[0].failure.text == (
+        f"lost connection with {PEER} while sending message body")
+
+
+def test_lmtp_takes_every_dot_reply_before_the_next_transaction():
+    server = FakeServer(greeting="220 lmtp.example.com LMTP", lmtp=True,
+                        DOT=["250 2.0.0 one", "452 4.2.2 full", "250 2.0.0 three"])
+    h = NextHarness(env("c@x"), server, protocol="lmtp")
+    h.handshake()
+    h.client.send_mail(env("a@x", "b@x"), quit_after=False)
+    assert h.run() is PAUSED
+    first, second = h.results()
+    assert first.delivered == (0,) and first.outcomes[1].failure.dsn == "4.2.2"
+    assert second.delivered == (0,) and second.outcomes[0].reply.text == "250 2.0.0 three"
+
+
 def test_rset_probe_of_a_cached_connection():
     caps = Capabilities(esmtp=True, pipelining=True)
     client = Client.resume(Settings(peer=PEER), caps.to_dict())
