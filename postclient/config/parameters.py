@@ -114,6 +114,7 @@ smtp_destination_concurrency_limit | int | $default_destination_concurrency_limi
 smtp_destination_recipient_limit | int | $default_destination_recipient_limit | 0.. | Maximal recipients per delivery via smtp
 smtp_delivery_batch_limit | int | $default_delivery_batch_limit | 0.. | Maximal messages per delivery request via smtp (postclient)
 smtp_agent_threads | int | 5 | 1..1000 | Clients one smtp delivery agent process serves at once, each in a thread; maxproc counts clients (postclient; 1 = as Postfix)
+smtp_batch_pipelining | bool | yes | | Within a batched request, send the next message's MAIL FROM, RCPT TO and DATA behind the previous message's end of data when the server offers PIPELINING (postclient)
 smtp_connect_timeout | time:s | 30s | 0.. | Time limit for completing a TCP connection (0 = the system's limit)
 smtp_helo_timeout | time:s | 300s | 1s.. | Time limit for the greeting and the reply to EHLO/HELO
 smtp_mail_timeout | time:s | 300s | 1s.. | Time limit for the reply to MAIL FROM

@@ -226,18 +226,21 @@ def _encoded(content, ready, options):
     yield encoder.finish(), True
 
 
-def _send_body(connection, client, content, ready, options, on_body_error):
+def _send_body(connection, client, content, ready, options, on_body_error, on_next_mail=None):
     """Stream the encoded content; returns after end_of_data() or abort_body().
 
     Encoded pieces are written once BODY_CHUNK bytes are queued and at the
-    end, so a small message and its final "." leave in one write.  With PIX
-    delay_dotcrlf (for a message older than the threshold) the final "." is
-    held back, the body flushed, and "." sent after the delay.
+    end, so a small message and its final "." leave in one write, followed
+    by the next message's MAIL, RCPT... DATA when ``on_next_mail()`` gives
+    its envelope (Client.send_next_mail()).  With PIX delay_dotcrlf (for a
+    message older than the threshold) the final "." is held back, the body
+    flushed, and "." sent after the delay.
     """
     delay_dot = ready.delay_dotcrlf and options.message_age >= options.pix_threshold
     deadline_base = time.monotonic() + (client.timeout or 180)
     sent = queued = 0
     held = []                       # encoded pieces not yet given to the core
+    ended = False                   # end_of_data() was called
     pieces = _encoded(content, ready, options)
     while True:
         try:
@@ -256,23 +259,34 @@ def _send_body(connection, client, content, ready, options, on_body_error):
         if not queued or (queued < BODY_CHUNK and not last):
             continue
         client.send_body(held[0] if len(held) == 1 else b"".join(held))
-        out, held, queued = client.data_to_send(), [], 0
+        held, queued = [], 0
+        if last and not delay_dot:
+            ended = True
+            client.end_of_data()
+            envelope = on_next_mail() if on_next_mail is not None else None
+            if envelope is not None:
+                client.send_next_mail(envelope)
+        out = client.data_to_send()
         try:
             connection.write(out, deadline_base + sent / MIN_DATA_RATE)
         except TimeoutError:
+            if ended:
+                client.body_write_failed()      # "while sending message body", as before "."
             client.timed_out()
             return
         except OSError:
             client.body_write_failed()
             return
         sent += len(out)
-    if delay_dot:
-        time.sleep(options.pix_delay)
-    client.end_of_data()
+    if not ended:
+        if delay_dot:
+            time.sleep(options.pix_delay)
+        client.end_of_data()
 
 
 def run_session(connection, client, envelope, content, options, *,
-                on_ready=None, on_end_of_data=None, on_body_error=None, quit_after=True):
+                on_ready=None, on_end_of_data=None, on_body_error=None, quit_after=True,
+                on_next_mail=None):
     """Run one session to its end; returns the list of events that matter to the caller.
 
     ``on_ready(client)`` is called at the first Ready (the STARTTLS/AUTH slot)
@@ -280,10 +294,22 @@ def run_session(connection, client, envelope, content, options, *,
     go on with the transaction.  ``on_end_of_data(event)`` sees each reply
     after "." at once, so that delivered recipients are marked done before
     anything else happens (security rule 2).
+
+    ``on_next_mail()`` (a batch, with the session kept open) gives the next
+    message's envelope, or None, when this message's "." is about to leave;
+    its transaction is then sent behind the ".", and this returns at this
+    message's TransactionDone with that transaction under way.  The next
+    message's own run_session() goes on with it: ``envelope`` must be the
+    one given (``client.next_envelope``).
     """
     deadline = _Deadline(client)
     events = []
     mail_sent = False
+    if client.next_envelope is not None:
+        if client.next_envelope is not envelope:
+            raise ValueError("the session carries another message's transaction")
+        client.claim_next()
+        mail_sent = True
     while True:
         event = client.next_event()
         if event is NEED_DATA:
@@ -303,7 +329,8 @@ def run_session(connection, client, envelope, content, options, *,
                 return events
         elif isinstance(event, ReadyForData):
             _send_body(connection, client, content, event, options,
-                       on_body_error or (lambda error: None))
+                       on_body_error or (lambda error: None),
+                       None if quit_after else on_next_mail)
         elif isinstance(event, EndOfDataReply):
             if on_end_of_data is not None:
                 on_end_of_data(event)
@@ -312,6 +339,8 @@ def run_session(connection, client, envelope, content, options, *,
             events.append(event)
             if isinstance(event, SessionFailed) and client.state == "FAILED":
                 client.quit()
+            elif isinstance(event, TransactionDone) and client.next_envelope is not None:
+                return events       # the next message's transaction is under way
         elif isinstance(event, Closed):
             out = client.data_to_send()
             if out:

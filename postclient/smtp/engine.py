@@ -4,7 +4,8 @@ Exports deliver(config, request, protocol, on_result=None) -> Outcome, and
 Outcome.  Reads (smtp_* or the lmtp_* mirrors): smtp_connect_timeout,
 smtp_bind_address, smtp_bind_address6, tcp_windowsize, smtp_mx_session_limit,
 smtp_pix_workaround_maps, smtp_discard_ehlo_keyword_address_maps, relayhost,
-best_mx_transport, soft_bounce, delay_logging_resolution_limit, and what
+best_mx_transport, soft_bounce, delay_logging_resolution_limit,
+smtp_batch_pipelining, and what
 destination.py, resolve.py, protocol.py, content.py, driver.py and reuse.py
 read.
 
@@ -24,7 +25,9 @@ end of the request.  Without caching (RequestCache.active false) every hook
 is a no-op.  With ``hold_idle`` (the agent's serve loop) the last idle
 session stays in the process for the next request (reuse.py); with
 ``batch`` (the messages of one batched delivery request), the next message
-of the batch continues that session without a probe.
+of the batch continues that session without a probe - and, with
+smtp_batch_pipelining, its transaction starts behind the previous message's
+"." (batch.prepare_next gives its prepared delivery; first_envelope()).
 
 A Config never changes within a process, so what it gives every request
 alike (resolver settings, the core's base Settings, SessionOptions, the
@@ -116,9 +119,11 @@ class _Delivery:
             config.expand(self.param("smtp_discard_ehlo_keyword_address_maps"))))
         self.ready_at = {}            # recipient index -> when its session was ready for MAIL
         self._envelopes = {}          # recipient indexes -> commands.Envelope
+        self._checked = False         # _refuse_unsafe_values() ran
         self.logged = set()
         self.batch = batch
-        self.cache = reuse.RequestCache(config, request, protocol, hold=hold_idle, batch=batch)
+        self.hold_idle = hold_idle
+        self.cache = None             # reuse.RequestCache, made when the delivery runs
 
     def param(self, name):
         return protocol_name(name, self.protocol)
@@ -128,10 +133,22 @@ class _Delivery:
 
     # --- the walk (§1.1) ------------------------------------------------------------
     def run(self):
+        # made now, not when prepared: it takes the session the batch's previous message left
+        self.started = time.time()
+        self.cache = reuse.RequestCache(self.config, self.request, self.protocol,
+                                        hold=self.hold_idle, batch=self.batch)
         try:
             return self._run()
         finally:
             self.cache.finish()     # connection cache: keep or hand over the idle session
+
+    def first_envelope(self):
+        """The envelope this delivery's first session will send, or None when no
+        recipient is left for it (for the batch's previous message, which
+        pipelines it behind its own "."; see driver.run_session())."""
+        self._refuse_unsafe_values()
+        pending = self.trouble.pending()
+        return self._envelope(pending) if pending else None
 
     def _run(self):
         self._refuse_unsafe_values()
@@ -206,6 +223,9 @@ class _Delivery:
 
     def _refuse_unsafe_values(self):
         """CR, LF or NUL in an address or the HELO name: refused before any connection."""
+        if self._checked:
+            return
+        self._checked = True
         envelope = self._envelope(range(len(self.addresses)))
         problems = commands.unsafe_values(envelope, self.get("smtp_helo_name"))
         # A recipient's own problem (address, ORCPT, NOTIFY) fails that recipient
@@ -311,6 +331,7 @@ class _Delivery:
         BROKEN_BEFORE_MAIL, and nothing is recorded for its recipients.
         """
         pending = self.trouble.pending()
+        envelope = self._envelope(pending)
         relay = address.endpoint
         if cached is not None:
             client, opened, best_mx = cached.client, cached.opened, cached.best_mx
@@ -319,6 +340,14 @@ class _Delivery:
             best_mx = address.preference == resolution.best_preference
         connection = driver.Connection(sock)
         ready = []
+        if client.next_envelope is not None:
+            # the batch's previous message sent this message's MAIL... behind its "."
+            if client.next_envelope is not envelope:
+                connection.close()      # not ours (cannot happen): no content of it was sent
+                return BROKEN_BEFORE_MAIL
+            ready.append(time.time())
+            for index in pending:
+                self.ready_at[index] = ready[0]
 
         def on_ready(core):
             ready.append(time.time())
@@ -334,11 +363,18 @@ class _Delivery:
                                                                             self.protocol, 0.0)))
         options.message_age = time.time() - self.request.arrival_time
         content = self.content if self.content is not None else self.request.open_content()
+        on_next_mail = None
+        if (self.batch is not None and self.batch.prepare_next is not None and self.cache.hold
+                and site.index == 0 and best_mx and self.get("smtp_batch_pipelining")):
+            # where the batch's next message will look first (reuse.py): its
+            # transaction may follow this one's "." (driver.run_session())
+            on_next_mail = self._next_mail
         kept = False
         try:
-            events = driver.run_session(connection, client, self._envelope(pending), content, options,
+            events = driver.run_session(connection, client, envelope, content, options,
                                         on_ready=on_ready, on_end_of_data=on_end_of_data,
-                                        quit_after=not self.cache.keep_open())
+                                        quit_after=not self.cache.keep_open(),
+                                        on_next_mail=on_next_mail)
             # connection cache: save (or keep) the session instead of QUIT (a no-op without caching)
             kept = self.cache.session_done(connection, client, address, opened, best_mx, site)
         finally:
@@ -358,6 +394,10 @@ class _Delivery:
             elif isinstance(event, TransactionDone):
                 self._apply(pending, event.result.outcomes, relay, final(True), client.capabilities.dsn)
         return bool(ready)
+
+    def _next_mail(self):
+        delivery = self.batch.prepare_next()
+        return delivery.first_envelope() if delivery is not None else None
 
     def _apply(self, pending, outcomes, relay, final_server, server_dsn=False):
         """Results of one transaction; ``server_dsn``: the server announced DSN, so
@@ -417,6 +457,8 @@ class Batch:
         self.resolutions = {}       # destination.Site -> resolve.Resolution
         self.held = None            # the idle session one message leaves for the next (reuse.py)
         self.cache_policies = {}    # what reuse.RequestCache decided, by site and flags
+        # () -> the next message's prepared _Delivery, or None (service.py sets it)
+        self.prepare_next = None
 
 
 BROKEN_BEFORE_MAIL = "broken before MAIL"
@@ -448,4 +490,10 @@ def deliver(config, request, protocol="smtp", on_result=None, hold_idle=False, b
     ``batch``: the Batch of a batched delivery request, the same for each of
     its messages.
     """
-    return _Delivery(config, request, protocol, on_result, hold_idle, batch).run()
+    return prepare(config, request, protocol, on_result, hold_idle, batch).run()
+
+
+def prepare(config, request, protocol="smtp", on_result=None, hold_idle=False, batch=None):
+    """deliver() in two steps: the delivery, ready to run(); a batch prepares its
+    next message early, for first_envelope()."""
+    return _Delivery(config, request, protocol, on_result, hold_idle, batch)

@@ -90,6 +90,13 @@ nothing is counted against the message or the destination.  Between the
 messages of a batch the session is passed on in the batch itself
 (engine.Batch.held), not through the process-wide slot and its idle worker;
 keep_batch_session() publishes the last one when the batch ends.
+A batch session may also be kept with the next message's transaction under
+way (smtp_batch_pipelining: its MAIL, RCPT and DATA left behind the "."):
+only that message's delivery goes on with it (no probe, no continue_ready()).
+Such a session is never saved, probed or ended with QUIT: if no message
+takes it up (the batch stopped, its record is replaced, it expired), it is
+closed - the server has no content for that transaction, so nothing is
+delivered.
 A held session also goes to scache after HOLD_IDLE seconds without a
 request (a daemon thread, under the lock a new request takes first), and
 via release_held() when the service's process is about to exit.  A
@@ -400,13 +407,19 @@ class RequestCache:
         if self._expired(held.opened):
             held.quit()
             return None
-        continued = (self.batch is not None and held.batch is self.batch
-                     and held.client.can_continue)
+        same_batch = self.batch is not None and held.batch is self.batch
+        in_flight = held.client.next_envelope is not None
+        if in_flight and not same_batch:
+            held.close()        # cannot happen: a started transaction stays in its batch
+            return None
+        continued = in_flight or (same_batch and held.client.can_continue)
         if continued:
             # the same batch goes on with the same core (same site, server and
-            # settings): MAIL is the probe
+            # settings): MAIL is the probe; with a transaction under way, the
+            # previous message already sent this one's MAIL (engine checks it)
             client = held.client
-            client.continue_ready()
+            if not in_flight:
+                client.continue_ready()
             self.continued_from = held
         else:
             try:
@@ -508,15 +521,17 @@ class RequestCache:
         if not self.active:
             return False
         good = client.reusable
+        # the batch's next message is under way on this session (driver.run_session())
+        in_flight = client.next_envelope is not None and self.batch is not None
         saved = kept = False
-        if good and self.store and not self._expired(opened):
-            if (self.hold and client.state == State.READY and self._scache is not None
-                    and not self._scache.disabled):
+        if (good or in_flight) and self.store and not self._expired(opened):
+            if (self.hold and (client.state == State.READY or in_flight)
+                    and self._scache is not None and not self._scache.disabled):
                 if self.pending is not None:
                     self.pending.hand_over()     # only the most recent session stays here
                 self.pending = self._held(connection, client, address, opened, best_mx, site)
                 kept = True
-            else:
+            elif good:
                 saved = self._save(connection, client, address, opened, best_mx, site)
         if not saved and not kept and client.state == State.READY:
             driver.quit_session(connection, client)
@@ -568,7 +583,8 @@ HOLD_IDLE = 0.25    # seconds without a request before a kept session goes to sc
 
 @dataclasses.dataclass
 class _Held:
-    """An idle session (READY, no QUIT sent) kept by this process after its request."""
+    """An idle session (READY, no QUIT sent) kept by this process after its request
+    (or, between two messages of a batch, with the next one's transaction under way)."""
 
     protocol: str
     identity: str
@@ -588,6 +604,9 @@ class _Held:
 
     def hand_over(self):
         """What session_done() did at once before: save_endp (+ save_dest), else QUIT."""
+        if self.client.next_envelope is not None:
+            self.close()
+            return
         saved = False
         if time.time() < self.opened + self.reuse_limit and not self.scache.disabled:
             try:
@@ -607,6 +626,11 @@ class _Held:
             self.quit()
 
     def quit(self):
+        if self.client.next_envelope is not None:
+            # a transaction was started for a message that did not go on with
+            # it: no content was sent, so closing delivers nothing
+            self.close()
+            return
         connection = driver.Connection(self.sock)
         try:
             driver.quit_session(connection, self.client)
@@ -657,10 +681,14 @@ def _publish(held):
 
 
 def keep_batch_session(batch):
-    """The end of a batch: its last idle session is kept for the next request."""
+    """The end of a batch: its last idle session is kept for the next request
+    (closed instead when it carries a transaction no message went on with)."""
     held, batch.held = batch.held, None
     if held is not None:
-        _publish(held)
+        if held.client.next_envelope is not None:
+            held.close()
+        else:
+            _publish(held)
 
 
 def release_held():

@@ -27,7 +27,10 @@ one session kept between them; after a message reports the destination down
 lifeline: a stopping agent finishes the message at hand, as Postfix's agents
 finish their request, but starts no other), the rest are not attempted and
 come back "skipped".  Every message of a batch is locked from the moment the
-request comes (_lock_batch()), not only while it is being delivered.
+request comes (_lock_batch()), not only while it is being delivered.  With
+smtp_batch_pipelining, each next message is taken up (_prepare()) when the
+one before it ends its data, so that its MAIL... can follow that "."
+(docs/protocols.md).
 """
 
 import fcntl
@@ -139,36 +142,108 @@ def _lock_batch(messages, queue_directory):
 def _deliver_batch(attributes, messages, flags, batch, context, locks):
     replies, stop = [], None
     stopping = getattr(context, "lifeline_closed", None)   # the master went away (skeleton)
-    for position, message in enumerate(messages):
-        if stop is None and position and stopping is not None and stopping():
-            stop = "delivery agent stopping"    # finish the message at hand, start no other
-        if stop is not None:
-            replies.append({"status": "skipped", "reason": stop, "results": [],
-                            "pid": current_pid()})
-            continue
+    prepared = {}       # position -> _prepare() result, made once
+
+    def single(position):
         last = position == len(messages) - 1
-        single = dict(message, nexthop=attributes.get("nexthop"), flags={
+        return dict(messages[position], nexthop=attributes.get("nexthop"), flags={
             # keep the session open for the next message; the last follows the batch's flags
             "use_cached_connection": bool(flags.get("use_cached_connection")) or position > 0,
             "store_connection": bool(flags.get("store_connection")) or not last})
-        reply = handle_request(single, context, hold_idle=True, batch=batch,
-                               descriptor=locks[position])
-        replies.append(reply)
-        if reply.get("destination_down"):
-            stop = "destination down"
-        elif reply.get("best_mx_transport"):
-            stop = "best MX hand-off"
+
+    def prepare(position):
+        if position not in prepared:
+            prepared[position] = _prepare(single(position), context, True, batch, locks[position])
+        return prepared[position]
+
+    def prepare_next(position):
+        """For the session of the message before: the next message's delivery
+        (engine.Batch.prepare_next).  If its turn does not come after all (the
+        batch stops), the session that carries its transaction is closed
+        before any of its content is sent (reuse.py)."""
+        if locks[position] is None:
+            return None
+        try:
+            found = prepare(position)
+        except Exception as error:      # its own turn reports it
+            log.warning("%s: preparing the next message of a batch: %s",
+                        messages[position].get("queue_id", "?"), error)
+            return None
+        return found if isinstance(found, _Prepared) else None
+
+    try:
+        for position in range(len(messages)):
+            if stop is None and position and stopping is not None and stopping():
+                stop = "delivery agent stopping"    # finish the message at hand, start no other
+            if stop is not None:
+                replies.append({"status": "skipped", "reason": stop, "results": [],
+                                "pid": current_pid()})
+                continue
+            more = position + 1 < len(messages)
+            batch.prepare_next = ((lambda after=position + 1: _delivery_of(prepare_next(after)))
+                                  if more else None)
+            reply = handle_request(single(position), context, hold_idle=True, batch=batch,
+                                   descriptor=locks[position], prepared=prepare(position))
+            replies.append(reply)
+            if reply.get("destination_down"):
+                stop = "destination down"
+            elif reply.get("best_mx_transport"):
+                stop = "best MX hand-off"
+    finally:
+        batch.prepare_next = None
     return replies
 
 
-def handle_request(attributes, context, hold_idle=False, batch=None, descriptor=None):
+def _delivery_of(prepared):
+    return prepared.delivery if prepared is not None else None
+
+
+class _Prepared:
+    """A request read and checked, its delivery made (engine.prepare()), not yet run."""
+
+    def __init__(self, queued, marker, own_marker, skipped, delivery):
+        self.queued = queued
+        self.marker = marker            # the queue file's locked descriptor
+        self.own_marker = own_marker    # closed by handle_request() (else the batch's)
+        self.skipped = skipped          # recipients the queue file marks done already
+        self.delivery = delivery
+
+
+def handle_request(attributes, context, hold_idle=False, batch=None, descriptor=None,
+                   prepared=None):
     """Deliver one request; returns the reply attributes.
 
     ``hold_idle``: keep a cacheable idle session in this process for the next
     request (engine.deliver(); serve() asks for it).  ``batch``: the batched
     request this message is part of (handle_batch()), and ``descriptor`` the
-    queue file's descriptor it opened and locked (left open here).
+    queue file's descriptor it opened and locked (left open here);
+    ``prepared``: what _prepare() made of this request already (a batch
+    prepares its next message while the one before is being sent).
     """
+    if prepared is None:
+        prepared = _prepare(attributes, context, hold_idle, batch, descriptor)
+    if not isinstance(prepared, _Prepared):
+        return prepared                 # refused: the reply
+    try:
+        outcome = prepared.delivery.run()
+    finally:
+        if prepared.own_marker:
+            os.close(prepared.marker)
+    results = [dict(result.as_json(), offset=result.recipient.offset) for result in outcome.results]
+    results += [{"recipient": r.address, "offset": r.offset, "status": "done"}
+                for r in prepared.skipped]
+    reply = {"status": "ok", "results": results, "pid": current_pid()}
+    if outcome.destination_down is not None:
+        reply["destination_down"] = {"dsn": outcome.destination_down.dsn,
+                                     "text": outcome.destination_down.text}
+    if outcome.best_mx_transport:
+        reply["best_mx_transport"] = outcome.best_mx_transport
+    return reply
+
+
+def _prepare(attributes, context, hold_idle, batch, descriptor):
+    """Open, lock and read the queue file and make the delivery: a _Prepared, or
+    the reply that refuses the request."""
     queue_directory = context.queue_directory
     marker = None
     own_marker = descriptor is None         # else the batch closes it
@@ -235,20 +310,13 @@ def handle_request(attributes, context, hold_idle=False, batch=None, descriptor=
                                     status_record(recipient, result))
 
     try:
-        outcome = engine.deliver(context.config, request, protocol, on_result=record,
-                                 hold_idle=hold_idle, batch=batch)
-    finally:
+        delivery = engine.prepare(context.config, request, protocol, on_result=record,
+                                  hold_idle=hold_idle, batch=batch)
+    except BaseException:
         if own_marker:
             os.close(marker)
-    results = [dict(result.as_json(), offset=result.recipient.offset) for result in outcome.results]
-    results += [{"recipient": r.address, "offset": r.offset, "status": "done"} for r in skipped]
-    reply = {"status": "ok", "results": results, "pid": current_pid()}
-    if outcome.destination_down is not None:
-        reply["destination_down"] = {"dsn": outcome.destination_down.dsn,
-                                     "text": outcome.destination_down.text}
-    if outcome.best_mx_transport:
-        reply["best_mx_transport"] = outcome.best_mx_transport
-    return reply
+        raise
+    return _Prepared(queued, marker, own_marker, skipped, delivery)
 
 
 def _open_marker(path, descriptor):

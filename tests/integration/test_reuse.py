@@ -579,21 +579,24 @@ def test_a_stopping_agent_finishes_the_message_at_hand_and_starts_no_other(queue
 def test_a_batch_message_removed_or_held_while_it_waits_is_not_sent(queue_dir, servers,
                                                                     scache_process, scache_calls):
     # The batch opens every file when the request comes; a message that super -d
-    # deletes or super -h moves away before its turn must not go out through
-    # that early descriptor.
+    # deletes or super -h moves away before it is taken up must not go out
+    # through that early descriptor.  A message is taken up when the one before
+    # it ends its data (its MAIL goes out behind that "."): from then on it is
+    # at hand, and its done marks follow the file where it was moved.
     config_dir = write_config(queue_dir)
     scache_process(config_dir)
     server = servers()
-    messages = queue_batch(config_dir, 4)
+    messages = queue_batch(config_dir, 5)
     os.makedirs(f"{config_dir}/q/hold")
     context = BatchContext(config_dir)
     asked = []
+    active, hold = f"{config_dir}/q/active", f"{config_dir}/q/hold"
 
     def meanwhile():            # called before each message after the first
-        if not asked:
-            active = f"{config_dir}/q/active"
-            os.rename(f"{active}/{messages[1]['queue_id']}", f"{config_dir}/q/hold/{messages[1]['queue_id']}")
-            os.unlink(f"{active}/{messages[2]['queue_id']}")
+        if not asked:           # the turn of messages[1], already under way
+            for message in messages[1:3]:
+                os.rename(f"{active}/{message['queue_id']}", f"{hold}/{message['queue_id']}")
+            os.unlink(f"{active}/{messages[3]['queue_id']}")
         asked.append(1)
         return False
 
@@ -601,8 +604,10 @@ def test_a_batch_message_removed_or_held_while_it_waits_is_not_sent(queue_dir, s
     reply = service.handle_batch({"request": "deliver", "nexthop": server.nexthop,
                                   "messages": messages, "flags": {}}, context)
     statuses = [m["status"] for m in reply["messages"]]
-    assert statuses == ["ok", "error", "error", "ok"], reply
-    assert all("does not exist" in m["reason"] for m in reply["messages"][1:3])
-    assert server.messages == 2
-    held = queuefile.read_queue_file(f"{config_dir}/q/hold/{messages[1]['queue_id']}")
+    assert statuses == ["ok", "ok", "error", "error", "ok"], reply
+    assert all("does not exist" in m["reason"] for m in reply["messages"][2:4])
+    assert server.messages == 3
+    taken = queuefile.read_queue_file(f"{hold}/{messages[1]['queue_id']}")
+    assert taken.pending() == []            # sent, and marked done in the moved file
+    held = queuefile.read_queue_file(f"{hold}/{messages[2]['queue_id']}")
     assert len(held.pending()) == 1         # still to deliver once released

@@ -53,6 +53,7 @@ class FakeClient:
         self.reusable = reusable
         self.state = state
         self.capabilities = Capabilities(esmtp=True, pipelining=True)
+        self.next_envelope = None       # no next message's transaction under way
 
 
 class FakeConnection:
