@@ -440,3 +440,54 @@ def test_overrides_before_and_after_the_command_name_both_apply(postfix, config_
     assert re.search(r"Received: from before\.client\.test \(unknown \[127\.0\.0\.1\]\)\n"
                      r"\tby smtpd\.postfix\.test \(Postfix\) with SMTP id", dump.content), \
         dump.content
+
+
+# --- a batch: the next message pipelined behind the "." ----------------------------------------
+
+def test_a_batch_pipelines_each_next_message_behind_the_dot_into_smtpd(postfix, tmp_path):
+    # smtpd_forbid_unauth_pipelining = yes: Postfix would refuse commands sent
+    # ahead where RFC 2920 does not allow them.  One session carries the whole
+    # batch; every message is relayed on once.
+    from postclient.config.config import Config
+    from postclient.queue import queuefile
+    from postclient.smtp import reuse, service
+    from postclient.smtp.request import Recipient
+    from tests.scache_standin import ScacheProcess
+
+    root = tmp_path / "q"
+    for name in ("active", "bounce", "defer", "trace", "private"):
+        (root / name).mkdir(parents=True)
+    (tmp_path / "main.cf").write_text(f"queue_directory = {root}\nmyhostname = postclient.test\n")
+    scache = ScacheProcess(str(tmp_path))
+    try:
+        markers, messages = [], []
+        for n in range(4):
+            marker, content = message(f"batch {n}")
+            markers.append(marker)
+            path = queuefile.write_queue_file(
+                str(root / "active"), f"PB{n}", sender="sender@client.test",
+                recipients=[Recipient(f"batch{n}@sink.test")],
+                content=content.replace(b"\n", b"\r\n"), arrival_time=time.time())
+            queued = queuefile.read_queue_file(path)
+            messages.append({"queue_name": "active", "queue_id": "PB%d" % n,
+                             "recipients": [{"offset": r.offset} for r in queued.recipients]})
+
+        class Context:
+            config = Config.load(str(tmp_path), process_name="smtp")
+            queue_directory = str(root)
+            command = "smtp"
+
+        reply = service.handle_batch({"request": "deliver", "nexthop": postfix.nexthop(),
+                                      "messages": messages,
+                                      "flags": {"use_cached_connection": True,
+                                                "store_connection": False}}, Context)
+    finally:
+        reuse.release_held()
+        scache.kill()
+    texts = [m["results"][0]["text"] for m in reply["messages"]]
+    assert [m["results"][0]["status"] for m in reply["messages"]] == ["sent"] * 4, texts
+    commands = postfix.session_commands(queue_id(texts[0]))
+    assert commands == "ehlo=1 mail=4 rcpt=4 data=4 quit=1 commands=14", postfix.maillog()
+    assert "improper command pipelining" not in postfix.maillog()
+    for marker in markers:
+        assert len(relayed(postfix, marker)) == 1
