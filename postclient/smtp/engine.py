@@ -396,8 +396,13 @@ class _Delivery:
         return bool(ready)
 
     def _next_mail(self):
-        delivery = self.batch.prepare_next()
-        return delivery.first_envelope() if delivery is not None else None
+        try:
+            delivery = self.batch.prepare_next()
+            return delivery.first_envelope() if delivery is not None else None
+        except Exception as error:      # this message's "." must still go out
+            log.warning("%s: cannot take up the next message of the batch: %s",
+                        self.request.queue_id, error)
+            return None
 
     def _apply(self, pending, outcomes, relay, final_server, server_dsn=False):
         """Results of one transaction; ``server_dsn``: the server announced DSN, so

@@ -7,6 +7,7 @@ client sent it without waiting for the reply.  The server can answer a
 chosen message's "." with any reply and hang up after it.
 """
 
+import logging
 import select
 import time
 
@@ -14,7 +15,7 @@ import pytest
 
 from postclient.queue import queuefile
 from postclient.scache import SAVE_ENDP
-from postclient.smtp import service
+from postclient.smtp import engine, service
 from tests.integration.servers import _ThreadedServer
 from tests.integration.test_reuse import (BatchContext, pending_after, queue_batch,  # noqa: F401
                                           queue_dir, scache_calls, scache_process, write_config)
@@ -209,3 +210,26 @@ def test_a_next_message_whose_turn_does_not_come_is_never_sent(
     assert b"QUIT" not in connection.received
     assert pending_after(config_dir, messages) == [0, 1, 1]
     assert queuefile.read_queue_file(f"{config_dir}/q/active/{messages[1]['queue_id']}").pending()
+
+
+def test_trouble_taking_up_the_next_message_does_not_hold_back_the_dot(
+        queue_dir, pipelining_server, scache_process, scache_calls, monkeypatch, caplog):
+    config_dir = write_config(queue_dir)
+    scache_process(config_dir)
+    server = pipelining_server(wait=0.2)
+    messages = queue_batch(config_dir, 2)
+    original = engine._Delivery.first_envelope
+    calls = []
+
+    def failing(self):
+        calls.append(self.request.queue_id)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return original(self)
+
+    monkeypatch.setattr(engine._Delivery, "first_envelope", failing)
+    with caplog.at_level(logging.WARNING, logger="postclient.smtp"):
+        reply = deliver_batch(config_dir, server, messages)
+    assert statuses_of(reply) == [["sent"], ["sent"]]
+    assert server.mail_before_reply == [False, False] and len(server.connections) == 1
+    assert "B0: cannot take up the next message of the batch: a bug" in caplog.text
