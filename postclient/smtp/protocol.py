@@ -38,6 +38,9 @@ The session (postfix-behaviour.md §1.2-1.5, §8):
       READY --send_auth(line)--> AUTH --reply--> READY     (repeat as SASL needs)
       READY --send_mail(envelope)--> [XFORWARD] MAIL RCPT... DATA
             --354--> BODY --end_of_data()--> DOT --> READY, or QUIT --> CLOSED
+      DOT --send_next_mail(next)--> the next MAIL RCPT... DATA leave behind "."
+            (RFC 2920); after the "." reply(s) the core goes on with that
+            transaction instead of READY (a batch's next message: claim_next())
       READY --rset()--> RSET --> READY          (probe of a cached connection)
       READY/FAILED --quit()--> QUIT --> CLOSED
   A greeting or handshake failure goes to FAILED (the stream is sane: quit()
