@@ -34,7 +34,6 @@ configuration error.
 """
 
 import dataclasses
-import ipaddress
 import json
 import os
 import re
@@ -170,6 +169,7 @@ def add_arguments(parser):
 def normalise_site(site):
     """A -s argument as sent to the queue manager; UsageError if it is no destination."""
     if site.startswith("[") and site.endswith("]"):
+        import ipaddress    # here: only -s [address] needs it
         inner = site[1:-1]
         try:
             if inner[:5].lower() == "ipv6:":

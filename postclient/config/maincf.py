@@ -13,7 +13,6 @@ value is used (config.Config), as in Postfix.
 import dataclasses
 import os
 import re
-import tempfile
 
 from .errors import ConfigError, ConfigWarning
 
@@ -142,6 +141,8 @@ def _replace_file(path, text):
         mode = os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o644
+    import tempfile         # here: every command reads main.cf, few write it
+
     handle, temporary = tempfile.mkstemp(prefix=".main.cf.", dir=directory)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", errors="surrogateescape") as out:
