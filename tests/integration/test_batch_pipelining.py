@@ -32,7 +32,7 @@ class PipeliningServer(_ThreadedServer):
         self.dot_replies = dot_replies or {}
         self.wait = wait
         self.dots = 0
-        self.bodies = []            # (connection number, recipient) per message accepted
+        self.bodies = []            # the connection number of each message accepted
         self.mail_before_reply = []  # per ".": the next MAIL had arrived before the reply
         self.rsets = 0
 
@@ -61,7 +61,6 @@ class PipeliningServer(_ThreadedServer):
             return text.decode("ascii", "replace")
 
         connection.sendall(b"220 pipe.test ESMTP\r\n")
-        recipient = None
         try:
             while True:
                 verb = line().split(" ")[0].split(":")[0].upper()
@@ -69,7 +68,6 @@ class PipeliningServer(_ThreadedServer):
                     connection.sendall(b"250-pipe.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
                                        b"250 ENHANCEDSTATUSCODES\r\n")
                 elif verb == "RCPT":
-                    recipient = "?"
                     connection.sendall(b"250 2.1.5 Ok\r\n")
                 elif verb == "MAIL":
                     connection.sendall(b"250 2.1.0 Ok\r\n")
@@ -84,9 +82,10 @@ class PipeliningServer(_ThreadedServer):
                     while b"MAIL FROM" not in buffer[0] and time.monotonic() < deadline:
                         more(0.02)
                     self.mail_before_reply.append(b"MAIL FROM" in buffer[0])
-                    reply, hang_up = self.dot_replies.get(self.dots, ("250 2.0.0 Ok: queued", False))
+                    reply, hang_up = self.dot_replies.get(self.dots,
+                                                          ("250 2.0.0 Ok: queued", False))
                     if reply is not None and reply.startswith("250"):
-                        self.bodies.append((number, recipient))
+                        self.bodies.append(number)
                     self.dots += 1
                     if reply is not None:
                         connection.sendall(reply.encode() + b"\r\n")
@@ -115,6 +114,17 @@ def pipelining_server():
         server.stop()
 
 
+@pytest.fixture
+def batch_setup(queue_dir, pipelining_server, scache_process, scache_calls):
+    """start(count, settings={}, **server_options) -> (config_dir, server, messages):
+    main.cf, a scache process, the server and ``count`` queued one-recipient messages."""
+    def start(count, settings=None, **server_options):
+        config_dir = write_config(queue_dir, **(settings or {}))
+        scache_process(config_dir)
+        return config_dir, pipelining_server(**server_options), queue_batch(config_dir, count)
+    return start
+
+
 def deliver_batch(config_dir, server, messages, context=None):
     return service.handle_batch(
         {"request": "deliver", "nexthop": server.nexthop, "messages": messages,
@@ -128,12 +138,8 @@ def statuses_of(reply):
 
 @pytest.mark.parametrize("setting, early", [("yes", [True, True, True, False]),
                                             ("no", [False, False, False, False])])
-def test_each_next_message_leaves_behind_the_dot(queue_dir, pipelining_server, scache_process,
-                                                 scache_calls, setting, early):
-    config_dir = write_config(queue_dir, smtp_batch_pipelining=setting)
-    scache_process(config_dir)
-    server = pipelining_server(wait=0.3)
-    messages = queue_batch(config_dir, 4)
+def test_each_next_message_leaves_behind_the_dot(batch_setup, setting, early):
+    config_dir, server, messages = batch_setup(4, {"smtp_batch_pipelining": setting}, wait=0.3)
     reply = deliver_batch(config_dir, server, messages)
     assert statuses_of(reply) == [["sent"]] * 4
     assert server.mail_before_reply == early      # the last one ends with QUIT
@@ -141,12 +147,9 @@ def test_each_next_message_leaves_behind_the_dot(queue_dir, pipelining_server, s
     assert pending_after(config_dir, messages) == [0, 0, 0, 0]
 
 
-def test_a_refused_dot_fails_its_own_message_and_the_next_goes_on(
-        queue_dir, pipelining_server, scache_process, scache_calls):
-    config_dir = write_config(queue_dir)
-    scache_process(config_dir)
-    server = pipelining_server(dot_replies={1: ("554 5.7.1 Message rejected", False)})
-    messages = queue_batch(config_dir, 3)
+def test_a_refused_dot_fails_its_own_message_and_the_next_goes_on(batch_setup):
+    config_dir, server, messages = batch_setup(
+        3, dot_replies={1: ("554 5.7.1 Message rejected", False)})
     reply = deliver_batch(config_dir, server, messages)
     assert statuses_of(reply) == [["sent"], ["bounced"], ["sent"]]
     assert reply["messages"][1]["results"][0]["dsn"] == "5.7.1"
@@ -155,31 +158,25 @@ def test_a_refused_dot_fails_its_own_message_and_the_next_goes_on(
     assert "554 5.7.1 Message rejected" in bounces
 
 
-def test_a_server_that_hangs_up_at_the_dot_costs_the_next_message_nothing(
-        queue_dir, pipelining_server, scache_process, scache_calls):
+def test_a_server_that_hangs_up_at_the_dot_costs_the_next_message_nothing(batch_setup):
     # The reply to message 0's "." comes, then the server closes: message 1's
     # MAIL was already sent, but nothing of its content.  It goes out once, on
     # a new connection, and nothing is held against it.
-    config_dir = write_config(queue_dir)
-    scache_process(config_dir)
-    server = pipelining_server(dot_replies={0: ("250 2.0.0 Ok: queued, bye", True)})
-    messages = queue_batch(config_dir, 3)
+    config_dir, server, messages = batch_setup(
+        3, dot_replies={0: ("250 2.0.0 Ok: queued, bye", True)})
     reply = deliver_batch(config_dir, server, messages)
     assert statuses_of(reply) == [["sent"]] * 3
     assert server.mail_before_reply[0] is True
-    assert [number for number, _ in server.bodies] == [0, 1, 1]     # each message once
+    assert server.bodies == [0, 1, 1]     # each message once
     assert len(server.connections) == 2
     assert pending_after(config_dir, messages) == [0, 0, 0]
 
 
-def test_a_lost_connection_at_the_dot_defers_that_message_and_sends_no_other(
-        queue_dir, pipelining_server, scache_process, scache_calls):
+def test_a_lost_connection_at_the_dot_defers_that_message_and_sends_no_other(batch_setup):
     # A lost connection puts the destination down: the batch stops, and the
     # next message, whose MAIL had left, was never sent (it stays queued).
-    config_dir = write_config(queue_dir)
-    scache_process(config_dir)
-    server = pipelining_server(dot_replies={0: (None, True)})   # no reply: the server hangs up
-    messages = queue_batch(config_dir, 2)
+    # no reply: the server hangs up
+    config_dir, server, messages = batch_setup(2, dot_replies={0: (None, True)})
     reply = deliver_batch(config_dir, server, messages)
     first, second = reply["messages"]
     assert first["results"][0]["status"] == "deferred" and "destination_down" in first
@@ -190,15 +187,11 @@ def test_a_lost_connection_at_the_dot_defers_that_message_and_sends_no_other(
     assert len(server.connections) == 1 and pending_after(config_dir, messages) == [1, 1]
 
 
-def test_a_next_message_whose_turn_does_not_come_is_never_sent(
-        queue_dir, pipelining_server, scache_process, scache_calls):
+def test_a_next_message_whose_turn_does_not_come_is_never_sent(batch_setup, scache_calls):
     # The master goes away during message 0: message 1's MAIL, RCPT and DATA
     # left behind message 0's ".", but its turn never comes.  The session is
     # closed, never cached, and the server got no content for it.
-    config_dir = write_config(queue_dir)
-    scache_process(config_dir)
-    server = pipelining_server()
-    messages = queue_batch(config_dir, 3)
+    config_dir, server, messages = batch_setup(3)
     context = BatchContext(config_dir)
     context.lifeline_closed = lambda: True
     reply = deliver_batch(config_dir, server, messages, context)
@@ -213,11 +206,8 @@ def test_a_next_message_whose_turn_does_not_come_is_never_sent(
 
 
 def test_trouble_taking_up_the_next_message_does_not_hold_back_the_dot(
-        queue_dir, pipelining_server, scache_process, scache_calls, monkeypatch, caplog):
-    config_dir = write_config(queue_dir)
-    scache_process(config_dir)
-    server = pipelining_server(wait=0.2)
-    messages = queue_batch(config_dir, 2)
+        batch_setup, monkeypatch, caplog):
+    config_dir, server, messages = batch_setup(2, wait=0.2)
     original = engine._Delivery.first_envelope
     calls = []
 
