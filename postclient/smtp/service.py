@@ -169,7 +169,7 @@ def _deliver_batch(attributes, messages, flags, batch, context, locks):
             log.warning("%s: preparing the next message of a batch: %s",
                         messages[position].get("queue_id", "?"), error)
             return None
-        return found if isinstance(found, _Prepared) else None
+        return found.delivery if isinstance(found, _Prepared) else None
 
     try:
         for position in range(len(messages)):
@@ -180,8 +180,7 @@ def _deliver_batch(attributes, messages, flags, batch, context, locks):
                                 "pid": current_pid()})
                 continue
             more = position + 1 < len(messages)
-            batch.prepare_next = ((lambda after=position + 1: _delivery_of(prepare_next(after)))
-                                  if more else None)
+            batch.prepare_next = (lambda after=position + 1: prepare_next(after)) if more else None
             reply = handle_request(single(position), context, hold_idle=True, batch=batch,
                                    descriptor=locks[position], prepared=prepare(position))
             replies.append(reply)
@@ -194,15 +193,10 @@ def _deliver_batch(attributes, messages, flags, batch, context, locks):
     return replies
 
 
-def _delivery_of(prepared):
-    return prepared.delivery if prepared is not None else None
-
-
 class _Prepared:
     """A request read and checked, its delivery made (engine.prepare()), not yet run."""
 
-    def __init__(self, queued, marker, own_marker, skipped, delivery):
-        self.queued = queued
+    def __init__(self, marker, own_marker, skipped, delivery):
         self.marker = marker            # the queue file's locked descriptor
         self.own_marker = own_marker    # closed by handle_request() (else the batch's)
         self.skipped = skipped          # recipients the queue file marks done already
@@ -316,7 +310,7 @@ def _prepare(attributes, context, hold_idle, batch, descriptor):
         if own_marker:
             os.close(marker)
         raise
-    return _Prepared(queued, marker, own_marker, skipped, delivery)
+    return _Prepared(marker, own_marker, skipped, delivery)
 
 
 def _open_marker(path, descriptor):
