@@ -603,12 +603,11 @@ class _Held:
     pid: int = dataclasses.field(default_factory=current_pid)
 
     def hand_over(self):
-        """What session_done() did at once before: save_endp (+ save_dest), else QUIT."""
-        if self.client.next_envelope is not None:
-            self.close()
-            return
+        """What session_done() did at once before: save_endp (+ save_dest), else QUIT
+        (which closes a session that carries a started transaction: never saved)."""
         saved = False
-        if time.time() < self.opened + self.reuse_limit and not self.scache.disabled:
+        if (self.client.next_envelope is None and time.time() < self.opened + self.reuse_limit
+                and not self.scache.disabled):
             try:
                 fd = self.sock.fileno()
             except OSError:
