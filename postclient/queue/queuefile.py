@@ -24,6 +24,7 @@ must not be lost before a done mark (bounce and trace records) is fsynced
 first by statuslog.append_status().
 """
 
+import ctypes
 import dataclasses
 import logging
 import os
@@ -94,8 +95,6 @@ def fsync_directory(path):
 
 def _sync_filesystem(path):
     """Flush the file system that holds ``path`` (syncfs(2); sync(2) where it is missing)."""
-    import ctypes           # here: only a maildrop submission needs it
-
     descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
