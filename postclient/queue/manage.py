@@ -29,6 +29,7 @@ Conventions shared with the queue manager (docs/queue-tools.md):
     {"status": "ok"} or {"status": "error", "reason": ...} before it closes.
 """
 
+import ctypes
 import errno
 import os
 import stat
@@ -199,16 +200,7 @@ class QueueMover:
 
 
 _RENAME_NOREPLACE = 1         # <linux/fs.h>
-_libc = []                    # [(renameat2 or None, ctypes)], found at the first rename
-
-
-def _renameat2():
-    """The C library's renameat2 (or None) and ctypes, loaded when first needed:
-    the tools that only list or flush the queue do not pay for ctypes."""
-    if not _libc:
-        import ctypes
-        _libc.append((getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None), ctypes))
-    return _libc[0]
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
 
 
 def _rename_noreplace(name, source_descriptor, target_descriptor):
@@ -220,11 +212,10 @@ def _rename_noreplace(name, source_descriptor, target_descriptor):
     FileExistsError if the target exists, FileNotFoundError if the source
     does not.
     """
-    renameat2, ctypes = _renameat2()
-    if renameat2 is not None:
+    if _renameat2 is not None:
         encoded = os.fsencode(name)
-        if renameat2(source_descriptor, encoded, target_descriptor, encoded,
-                     _RENAME_NOREPLACE) == 0:
+        if _renameat2(source_descriptor, encoded, target_descriptor, encoded,
+                      _RENAME_NOREPLACE) == 0:
             return
         error = ctypes.get_errno()
         if error not in (errno.ENOSYS, errno.EINVAL):
