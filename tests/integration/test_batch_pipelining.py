@@ -16,7 +16,7 @@ import pytest
 from postclient.queue import queuefile
 from postclient.scache import SAVE_ENDP
 from postclient.smtp import engine, service
-from tests.integration.servers import _ThreadedServer
+from tests.integration.servers import _factory, _ThreadedServer
 from tests.integration.test_reuse import (BatchContext, pending_after, queue_batch,  # noqa: F401
                                           queue_dir, scache_calls, scache_process, write_config)
 
@@ -102,16 +102,12 @@ class PipeliningServer(_ThreadedServer):
 
 @pytest.fixture
 def pipelining_server():
-    started = []
-
-    def start(**options):
-        server = PipeliningServer(**options).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    start, started = _factory(PipeliningServer)
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture
