@@ -25,8 +25,10 @@ from hold, requeued) and the counts as "postclient/super: Deleted: 3
 messages" on standard error.  An invalid ID is warned about and skipped;
 an ID that is in none of the queues is skipped silently.
 
-Every move is a rename plus directory fsyncs (postclient/queue/manage.py):
-nothing is ever half-moved.  A message in active/ belongs to the running
+Every move is a rename and every deletion an unlink, made durable by one
+fsync per changed directory at the end (and before each early wakeup), and
+a deleted message's status logs go only after that (QueueMover in
+postclient/queue/manage.py): nothing is ever half-moved.  A message in active/ belongs to the running
 queue manager; ``-d``, ``-h`` and ``-r`` act on it by rename or unlink all
 the same, and the queue manager drops the message when it finds its file
 gone.  Afterwards the queue manager is woken up when there is something
@@ -136,7 +138,7 @@ class _Run:
         """Apply ``action`` to a message in ``queue_name``; True if it was there."""
         directory = self.queue_directory
         if action.target is None:
-            done = manage.delete_message(directory, queue_id, queue_name)
+            done = self.mover.delete(queue_id, queue_name)     # its logs go at sync()
         elif queue_name == action.target:     # requeue of mail already in incoming/
             try:
                 os.utime(manage.message_path(directory, queue_name, queue_id))
@@ -171,6 +173,7 @@ class _Run:
         for queue_name, queue_id in listed:
             self.apply(action, queue_name, queue_id)
         if action.name == "delete" and not self.explicit_queues:
+            self.mover.sync()       # the deletions durable (and their logs gone) first
             manage.remove_orphan_status_logs(self.queue_directory)
 
     def read_stdin(self):

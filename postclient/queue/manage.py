@@ -134,21 +134,24 @@ def _ensure_queue(queue_directory, queue_name):
 
 
 class QueueMover:
-    """Moves messages between queues, many at a time (``postclient super -H ALL``).
+    """Moves and deletes messages, many at a time (``postclient super -H ALL``, ``-d ALL``).
 
-    Each queue directory is opened once and every utime and rename is made
-    relative to its descriptor, so a message costs two system calls (the
-    rename never replaces: _rename_noreplace()) and no path lookups; without
-    an mtime an existence check replaces the utime.  sync() fsyncs each
-    directory that changed once, through the same descriptors.  A move is
-    durable only after sync(); report nothing as done before it.  close()
-    when finished.
+    Each queue directory is opened once and every utime, rename and unlink is
+    made relative to its descriptor, so a message costs one or two system
+    calls (the rename never replaces: _rename_noreplace()) and no path
+    lookups; without an mtime an existence check replaces the utime.  sync()
+    fsyncs each directory that changed once, through the same descriptors,
+    and only then removes the status logs of the messages deleted since the
+    last sync(): a crash never leaves a message without the logs it may
+    still owe notices for.  A move or deletion is durable only after
+    sync(); report nothing as done before it.  close() when finished.
     """
 
     def __init__(self, queue_directory):
         self.queue_directory = queue_directory
         self._descriptors = {}
         self._touched = {}          # queue names, in order, to fsync
+        self._deleted = []          # queue IDs whose status logs go after the next fsync
 
     def _descriptor(self, queue_name, create=False):
         descriptor = self._descriptors.get(queue_name)
@@ -187,11 +190,28 @@ class QueueMover:
         self._touched[to_queue] = self._touched[from_queue] = None
         return True
 
+    def delete(self, queue_id, queue_name):
+        """Unlink one message file (the commit point); True if it was there.
+
+        Its bounce/, defer/ and trace/ logs go at the next sync(), once the
+        unlink is durable."""
+        _check_message(queue_name, queue_id)
+        try:
+            os.unlink(queue_id, dir_fd=self._descriptor(queue_name))
+        except FileNotFoundError:
+            return False
+        self._touched[queue_name] = None
+        self._deleted.append(queue_id)
+        return True
+
     def sync(self):
-        """fsync each directory changed since the last sync(), once."""
+        """fsync each directory changed since the last sync(), once; then remove
+        the status logs of the messages deleted meanwhile."""
         for queue_name in self._touched:
             os.fsync(self._descriptors[queue_name])
         self._touched.clear()
+        while self._deleted:
+            statuslog.remove_status(self.queue_directory, self._deleted.pop())
 
     def close(self):
         for descriptor in self._descriptors.values():
@@ -255,15 +275,15 @@ def move_message(queue_directory, queue_id, from_queue, to_queue, mtime=None):
 
 
 def delete_message(queue_directory, queue_id, queue_name):
-    """Remove a message file and then its status logs; True if the file was there."""
-    path = message_path(queue_directory, queue_name, queue_id)
+    """Remove a message file durably and then its status logs (QueueMover.delete(),
+    then sync()); True if the file was there."""
+    mover = QueueMover(queue_directory)
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    queuefile.fsync_directory(os.path.dirname(path))
-    statuslog.remove_status(queue_directory, queue_id)
-    return True
+        deleted = mover.delete(queue_id, queue_name)
+        mover.sync()
+        return deleted
+    finally:
+        mover.close()
 
 
 def remove_defer_log(queue_directory, queue_id):

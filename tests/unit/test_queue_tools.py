@@ -347,6 +347,27 @@ def test_delete_all_counts_default_queues_and_removes_orphan_logs(capsys, qdir, 
     assert [request for _, request in qmgr[0]] == [{"request": "wakeup"}]     # active/ changed
 
 
+def test_delete_all_fsyncs_each_directory_once_before_any_status_log_goes(capsys, qdir, qmgr,
+                                                                          monkeypatch):
+    """Many deletions cost one fsync per queue directory, not one per message; the
+    logs of a deleted message go only once its unlink is durable."""
+    for queue_name, queue_id in [("deferred", ID1), ("deferred", ID2), ("hold", ID3)]:
+        with_logs(qdir, put(qdir, queue_name, queue_id))
+    events = []
+    real_fsync, real_remove = os.fsync, statuslog.remove_status
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(
+        ("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd))
+    monkeypatch.setattr(statuslog, "remove_status", lambda directory, queue_id: events.append(
+        ("logs", queue_id)) or real_remove(directory, queue_id))
+    code, _, err = run(capsys, qdir, "super", "-d", "ALL")
+    assert code == 0 and err == "postclient/super: Deleted: 3 messages\n"
+    fsyncs = [what for kind, what in events if kind == "fsync"]
+    assert sorted(fsyncs) == [str(qdir / "deferred"), str(qdir / "hold")]
+    assert [kind for kind, _ in events] == ["fsync", "fsync", "logs", "logs", "logs"]
+    assert sorted(what for kind, what in events if kind == "logs") == [ID1, ID2, ID3]
+    assert all(logs(qdir, i) == [] for i in (ID1, ID2, ID3))
+
+
 def test_delete_all_in_one_named_queue_only(capsys, qdir, qmgr):
     put(qdir, "deferred", ID1)
     put(qdir, "deferred", ID2)
