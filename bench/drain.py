@@ -54,7 +54,11 @@ reading.  The release tools (postsuper/postqueue, postclient super/queue)
 are not in the session; their CPU, from this script's RUSAGE_CHILDREN, is
 reported on its own line.  A sampler also reads every session process
 every 50 ms to split the CPU by process title (smtp, qmgr, ...): that split
-misses each dead process's last interval, so it is a lower bound.
+misses each dead process's last interval, so it is a lower bound.  The
+context switches (voluntary and involuntary) of each process's threads are
+read at the release and at the end, by title: a thread or process that ended
+in between takes its count along, so they are a lower bound too.  On a
+virtual machine a switch is far from free (bench/RESULTS.md, "Session 6").
 
 --profile DIR runs one more postclient drain (not timed for the results)
 under bench/profile_hook.py: cProfile in every service process, threads
@@ -212,8 +216,30 @@ def title(pid, comm):
     return comm                                       # Postfix: the program name
 
 
+def thread_switches(pid):
+    """{thread id: voluntary + involuntary context switches} of a process's live threads."""
+    switches = {}
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return switches
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as handle:
+                status = handle.read()
+        except OSError:
+            continue
+        switches[tid] = sum(int(line.split()[1]) for line in status.splitlines()
+                            if line.startswith(("voluntary_ctxt_switches:",
+                                                "nonvoluntary_ctxt_switches:")))
+    return switches
+
+
 class CpuSampler:
-    """Per-title CPU split of a session (a lower bound: see the module doc)."""
+    """Per-title CPU split of a session (a lower bound: see the module doc), and
+    the context switches of each title's threads between start() and stop()
+    (threads alive at stop(); a lower bound too: a thread or process that ended
+    meanwhile takes its count with it)."""
 
     def __init__(self, session, interval=0.05):
         self.session = session
@@ -221,6 +247,7 @@ class CpuSampler:
         self.first = {}
         self.last = {}
         self.titles = {}
+        self.switches_first = {}     # pid -> thread_switches() at start()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -239,6 +266,7 @@ class CpuSampler:
 
     def start(self):
         self._read(initial=True)
+        self.switches_first = {pid: thread_switches(pid) for pid in self.first}
         self._thread.start()
         return self
 
@@ -246,11 +274,14 @@ class CpuSampler:
         self._stop.set()
         self._thread.join()
         self._read()
-        split, processes = {}, {}
+        split, processes, switches = {}, {}, {}
         for pid, name in self.titles.items():
             split[name] = split.get(name, 0) + (self.last[pid] - self.first[pid]) / CLOCK_TICKS
             processes[name] = processes.get(name, 0) + 1
-        return split, processes
+            before = self.switches_first.get(pid, {})
+            switches[name] = switches.get(name, 0) + sum(
+                count - before.get(tid, 0) for tid, count in thread_switches(pid).items())
+        return split, processes, switches
 
 
 def children_cpu():
@@ -680,7 +711,7 @@ def drain(relay, sink, messages, size):
         cpu = session_cpu(relay.session) - cpu_before
         sink_cpu = sink.cpu() - sink_before
         tools = children_cpu() - tools_before
-        split, processes = sampler.stop()
+        split, processes, switches = sampler.stop()
         sessions_after, _, messages_after = sink.idle()
         if messages_after - messages_before != messages:
             raise BenchError(f"{relay.name}: the sink counted {messages_after - messages_before} "
@@ -692,6 +723,7 @@ def drain(relay, sink, messages, size):
             "tools_cpu": tools, "release": released - started,
             "first": (first or last) - started, "last": last - started,
             "connections": sessions_after - sessions_before, "split": split, "processes": processes,
+            "switches": switches,
             "marks": marks, "sink_cpu": sink_cpu,
             "method": method,
             "version": getattr(relay, "version", None),
@@ -794,14 +826,18 @@ def render(rounds, arguments, profile=None):
                   f"| messages per second | {speed:.2f}x |",
                   f"| CPU per message | {cpu:.2f}x |",
                   f"| goal: postclient drains >= 2x as fast | {'met' if speed >= 2 else 'NOT met'} |"]
-    lines += ["", "CPU by process (sampled every 50 ms: a lower bound, last round of each relay):", "",
-              "| relay | process | processes seen | CPU s | ms/msg |", "|---|---|---|---|---|"]
+    lines += ["", "CPU by process (sampled every 50 ms: a lower bound, last round of each relay), "
+              "and the context switches of its threads alive at the end (a lower bound too):", "",
+              "| relay | process | processes seen | CPU s | ms/msg | context switches/msg |",
+              "|---|---|---|---|---|---|"]
     for relay, results in by_relay.items():
         r = results[-1]
         for name, seconds in sorted(r["split"].items(), key=lambda item: -item[1]):
             if seconds >= 0.005:
                 lines.append(f"| {relay} | {name} | {r['processes'][name]} | {seconds:.2f} | "
-                             f"{seconds * 1000 / r['messages']:.2f} |")
+                             f"{seconds * 1000 / r['messages']:.2f} | "
+                             f"{r['switches'].get(name, 0) / r['messages']:.1f} |")
+        lines.append(f"| {relay} | all | | | | {sum(r['switches'].values()) / r['messages']:.1f} |")
     if profile:
         profiled, summary = profile
         lines += ["", "### Profile of postclient's drain", "",
@@ -847,6 +883,9 @@ def print_result(r):
     print("            " + ", ".join(f"{name} {seconds:.2f}s ({r['processes'][name]})" for name, seconds
                                       in sorted(r["split"].items(), key=lambda item: -item[1])
                                       if seconds >= 0.005))
+    print(f"            context switches per message: {sum(r['switches'].values()) / r['messages']:.1f} ("
+          + ", ".join(f"{name} {count / r['messages']:.1f}" for name, count
+                      in sorted(r["switches"].items(), key=lambda item: -item[1]) if count) + ")")
 
 
 def compile_postclient():
