@@ -26,15 +26,15 @@ messages" on standard error.  An invalid ID is warned about and skipped;
 an ID that is in none of the queues is skipped silently.
 
 Every move is a rename and every deletion an unlink, made durable by one
-fsync per changed directory at the end (and before each early wakeup), and
-a deleted message's status logs go only after that (QueueMover in
-postclient/queue/manage.py): nothing is ever half-moved.  A message in active/ belongs to the running
-queue manager; ``-d``, ``-h`` and ``-r`` act on it by rename or unlink all
-the same, and the queue manager drops the message when it finds its file
-gone.  Afterwards the queue manager is woken up when there is something
-for it to notice (requeued or released mail, changes in active/); when it
-does not run, the change waits for it, with a warning for requeued or
-released mail.
+fsync per changed directory at the end (and before each early wakeup),
+and a deleted message's status logs go only after that (QueueMover in
+postclient/queue/manage.py): nothing is ever half-moved.  A message in
+active/ belongs to the running queue manager; ``-d``, ``-h`` and ``-r``
+act on it by rename or unlink all the same, and the queue manager drops
+the message when it finds its file gone.  Afterwards the queue manager is
+woken up when there is something for it to notice (requeued or released
+mail, changes in active/); when it does not run, the change waits for
+it, with a warning for requeued or released mail.
 
 Exit statuses: 0 success (also with invalid or unknown IDs); 64 bad usage
 (no operation, unknown queue name); 74 a file operation failed; 77

@@ -2,7 +2,7 @@
 
 Exports the queue-name tuples MESSAGE_QUEUES, LISTING_ORDER and
 SEARCH_ORDER; message_path(), queue_ids(), walk(), find_message();
-move_message(), QueueMover, delete_message(), remove_defer_log(),
+move_message(), QueueMover, remove_defer_log(),
 remove_orphan_status_logs(); current_delay_reasons(); notify_qmgr(),
 QmgrUnavailable, QMGR_PROTOCOL and QMGR_VERSION.  Used by
 ``postclient queue``, ``super`` and ``cat`` (postclient/cli/), and meant for
@@ -270,18 +270,6 @@ def move_message(queue_directory, queue_id, from_queue, to_queue, mtime=None):
         moved = mover.move(queue_id, from_queue, to_queue, mtime)
         mover.sync()
         return moved
-    finally:
-        mover.close()
-
-
-def delete_message(queue_directory, queue_id, queue_name):
-    """Remove a message file durably and then its status logs (QueueMover.delete(),
-    then sync()); True if the file was there."""
-    mover = QueueMover(queue_directory)
-    try:
-        deleted = mover.delete(queue_id, queue_name)
-        mover.sync()
-        return deleted
     finally:
         mover.close()
 
