@@ -981,7 +981,10 @@ def run_cli(config_dir, args, content=b"", *, overrides=(), before=(), timeout=6
 
 # --- fixtures ------------------------------------------------------------------------
 
-def _factory(make):
+def serving(make):
+    """The body of a server fixture: yields start(*args, **kwargs), which makes a
+    server with make(*args, **kwargs) and starts it; after the test every
+    server made is stopped.  Use as ``yield from serving(make)``."""
     started = []
 
     def start(*args, **kwargs):
@@ -989,61 +992,40 @@ def _factory(make):
         started.append(server)
         return server.start()
 
-    return start, started
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture
 def smtp_sink():
     """start(*options, lmtp=False) -> a running SmtpSink ("-L" added for LMTP)."""
     program = need_program("smtp-sink")
-    start, started = _factory(
+    yield from serving(
         lambda *options, lmtp=False: SmtpSink((["-L"] if lmtp else []) + list(options), program))
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
 
 
 @pytest.fixture
 def recording_server():
     """start(script=None, host="127.0.0.1", port=0) -> a running RecordingServer."""
-    start, started = _factory(RecordingServer)
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
+    yield from serving(RecordingServer)
 
 
 @pytest.fixture
 def drip_server():
     """start(drip_at="greeting", interval=1.0) -> a running DripServer."""
-    start, started = _factory(DripServer)
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
+    yield from serving(DripServer)
 
 
 @pytest.fixture
 def hangup_server():
     """start(after_bytes=100_000, premature=None) -> a running BodyHangupServer."""
-    start, started = _factory(BodyHangupServer)
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
+    yield from serving(BodyHangupServer)
 
 
 @pytest.fixture
 def endless_server():
     """start(phase="greeting", line=None) -> a running EndlessServer."""
-    start, started = _factory(EndlessServer)
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
+    yield from serving(EndlessServer)

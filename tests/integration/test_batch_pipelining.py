@@ -16,7 +16,7 @@ import pytest
 from postclient.queue import queuefile
 from postclient.scache import SAVE_ENDP
 from postclient.smtp import engine, service
-from tests.integration.servers import _factory, _ThreadedServer
+from tests.integration.servers import _ThreadedServer, serving
 from tests.integration.test_reuse import (BatchContext, pending_after, queue_batch,  # noqa: F401
                                           queue_dir, scache_calls, scache_process, write_config)
 
@@ -102,12 +102,7 @@ class PipeliningServer(_ThreadedServer):
 
 @pytest.fixture
 def pipelining_server():
-    start, started = _factory(PipeliningServer)
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
+    yield from serving(PipeliningServer)
 
 
 @pytest.fixture

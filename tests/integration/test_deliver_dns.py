@@ -31,6 +31,7 @@ from postclient.config.config import Config
 from postclient.smtp import engine
 from postclient.smtp.request import DeliveryRequest, Recipient
 from tests.integration.postfix_instance import SmtpSink
+from tests.integration.servers import serving
 
 pytest_plugins = ["tests.integration.dns_server"]     # fixtures dnsmasq_server, scripted_dns
 pytestmark = pytest.mark.integration
@@ -111,35 +112,15 @@ def mx_port():
 @pytest.fixture
 def servers(mx_port):
     """servers(address, **options) starts an MxServer on address:P; all stop after the test."""
-    started = []
-
-    def start(address, port=None, **options):
-        server = MxServer(address, port or mx_port, **options).start()
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
+    yield from serving(lambda address, port=None, **options:
+                       MxServer(address, port or mx_port, **options))
 
 
 @pytest.fixture
 def sinks(mx_port):
     """sinks(address, *options) starts an smtp-sink on address:P with fault options."""
-    started = []
-
-    def start(address, *options):
-        sink = SmtpSink(address=address, port=mx_port, options=options).start()
-        started.append(sink)
-        return sink
-
-    try:
-        yield start
-    finally:
-        for sink in started:
-            sink.stop()
+    yield from serving(lambda address, *options:
+                       SmtpSink(address=address, port=mx_port, options=options))
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from postclient.scache.client import ScacheClient
 from postclient.smtp import agent_client, engine, reuse, service
 from postclient.smtp.request import DeliveryRequest, Recipient
 from tests.integration.master_harness import master_instance, wait_until  # noqa: F401
-from tests.integration.servers import _factory, _ThreadedServer
+from tests.integration.servers import _ThreadedServer, serving
 from tests.scache_standin import ScacheProcess
 
 pytestmark = pytest.mark.integration
@@ -106,12 +106,7 @@ class CountingServer(_ThreadedServer):
 
 @pytest.fixture
 def servers():
-    start, started = _factory(CountingServer)
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
+    yield from serving(CountingServer)
 
 
 @pytest.fixture
