@@ -34,6 +34,8 @@ Life of a message (postfix qmgr(8)):
     maximal_backoff_time) - or, past maximal_queue_lifetime
     (bounce_queue_lifetime for the null sender), the rest is returned as
     expired.
+Scans of incoming/ and deferred/ go a step per pass of the loop (qmgr_scan.py),
+so a large queue never holds it.
 At start, messages left in active/ (a crash) go back to incoming/: done
 recipients are never sent again (security rule 13).  Agents hold a shared
 lock on a queue file while they deliver it; a message whose file is locked
@@ -55,6 +57,7 @@ from ..smtp import agent_client
 from . import queuefile, statuslog
 from .notices import Notices
 from .qmgr_files import FileWorker, move
+from .qmgr_scan import STEP_ENTRIES, QueueScan
 from .routing import Router
 from .scheduler import Scheduler
 
@@ -62,6 +65,7 @@ PROTOCOL = "qmgr"
 VERSION = 1
 ACTIVATION_CHUNK = 50       # loaded files routed between two looks at the event loop
 LOAD_AHEAD = 200            # files handed to the file worker and not yet routed
+CANDIDATE_LIMIT = 1000      # offered files waiting for room; scans pause beyond it
 log = logging.getLogger("postclient.qmgr")
 
 
@@ -106,6 +110,8 @@ class QueueManager:
         self.stopping = False
         self.candidates = collections.deque()   # (source queue, queue id) to activate
         self.candidate_ids = set()              # the same pairs, for lookups
+        self.incoming_scan = QueueScan(self.path("incoming"), ordered=True)
+        self.deferred_scan = QueueScan(self.path("deferred"), concerns=self._concerns_sites)
         self.next_deferred_scan = 0.0
 
     def _wake(self):
@@ -147,26 +153,29 @@ class QueueManager:
         return sorted(n for n in names if not n.startswith("."))
 
     # --- scanning ---------------------------------------------------------------------
-    # A scan only lists what is due; the loop activates ACTIVATION_CHUNK files at a
-    # time between its other work, so deliveries start while a large queue is read.
+    # A scan request only starts a scan (qmgr_scan.py); the loop takes a step of each
+    # running scan per pass while fewer than CANDIDATE_LIMIT files wait, and activates
+    # ACTIVATION_CHUNK files at a time between its other work, so deliveries start
+    # while a large queue is read and a large deferred/ never holds the loop.
     def scan_incoming(self):
-        for queue_id in self._listing("incoming"):
-            self._offer("incoming", queue_id)
+        self.incoming_scan.request(everything=True)
 
-    def scan_deferred(self, now, site=None, everything=False):
-        """Offer deferred mail that is due (``everything``: all of it, as a flush)."""
-        for queue_id in self._listing("deferred"):
-            if ("deferred", queue_id) in self.candidate_ids:
-                continue
-            path = self.path("deferred", queue_id)
-            if not everything:
-                try:
-                    if os.stat(path).st_mtime > now:
-                        continue
-                except FileNotFoundError:
-                    continue
-            if site is None or self._concerns_site(path, site):
-                self._offer("deferred", queue_id)
+    def scan_deferred(self):
+        """Offer the deferred mail that is due."""
+        self.deferred_scan.request(due=True)
+
+    def scanning(self):
+        """A scan has more to offer, and there is room for its candidates."""
+        return (len(self.candidates) < CANDIDATE_LIMIT
+                and (self.incoming_scan.running or self.deferred_scan.running))
+
+    def scan_step(self, now):
+        """One step of each running scan (new mail first), if candidates have room."""
+        for source, scan in (("incoming", self.incoming_scan), ("deferred", self.deferred_scan)):
+            room = CANDIDATE_LIMIT - len(self.candidates)
+            if room > 0:
+                for queue_id in scan.step(now, entries=min(room, STEP_ENTRIES)):
+                    self._offer(source, queue_id)
 
     def _offer(self, source, queue_id):
         # by (queue, id): a file offered from deferred/ and then requeued into
@@ -204,17 +213,20 @@ class QueueManager:
         """
         if site is None:
             self.scheduler.revive()
-        self.scan_deferred(time.time(), site, everything=True)
+            self.deferred_scan.request(everything=True)
+        else:
+            self.deferred_scan.request(sites=[site])
 
-    def _concerns_site(self, path, site):
+    def _concerns_sites(self, path, sites):
+        """Whether a pending recipient of the file goes to one of ``sites`` (lower case):
+        its domain or its next-hop."""
         try:
             queued = queuefile.read_queue_file(path)
         except (OSError, queuefile.CorruptQueueFile):
             return False
-        site = site.lower()
         for recipient in queued.pending():
             domain = recipient.address.rpartition("@")[2].lower()
-            if domain == site or self.router.route(recipient.address).nexthop.lower() == site:
+            if domain in sites or self.router.route(recipient.address).nexthop.lower() in sites:
                 return True
         return False
 
@@ -474,7 +486,7 @@ class QueueManager:
         if kind == "wakeup":
             self.scan_incoming()
             if request.get("deferred") is True:     # postclient super -H: released mail is due
-                self.scan_deferred(time.time())
+                self.scan_deferred()
         elif kind == "flush":
             self.scan_incoming()
             self.flush()
@@ -491,7 +503,8 @@ class QueueManager:
             self._loop(report_taken, report_available)
         finally:
             self.files.stop()           # removals already decided are carried out
-        if self.active or self.candidates:
+        if self.active or self.candidates or self.incoming_scan.running \
+                or self.deferred_scan.running:
             self._wake_successor()
 
     def _wake_successor(self):
@@ -520,10 +533,11 @@ class QueueManager:
         while True:
             now = time.time()
             if not self.stopping and now >= self.next_deferred_scan:
-                self.scan_deferred(now)
+                self.scan_deferred()
                 self.next_deferred_scan = now + self.config.get("queue_run_delay")
                 self.scheduler.forget_idle(now)
             if not self.stopping:
+                self.scan_step(now)
                 self.take_loaded()
                 self.activate_candidates()
                 self.start_deliveries()
@@ -531,9 +545,9 @@ class QueueManager:
                 self.handle_results()
                 if not self.threads:
                     return
-            if not self.stopping and (not self.files.done.empty() or (
+            if not self.stopping and (not self.files.done.empty() or self.scanning() or (
                     self.candidates and self._room() and self.loading < LOAD_AHEAD)):
-                timeout = 0             # more to activate: only look at the events
+                timeout = 0             # more to scan or activate: only look at the events
             else:
                 timeout = max(0.05, min(self.next_deferred_scan - time.time(), 1.0))
             # The lifeline first: a stopping queue manager must not take the

@@ -1,0 +1,126 @@
+"""Queue directory scans a little at a time, as Postfix's qmgr_scan.c.
+
+Exports QueueScan.  Reads nothing itself: the queue manager (qmgr.py) says
+what to scan for and takes what each step() finds.
+
+Why: the queue manager has one loop for everything (agents' replies,
+wakeups, activations).  A scan that listed deferred/ and looked at every
+file in one go held that loop for as long as the directory was large:
+seconds for a few hundred thousand deferred messages, every
+queue_run_delay, and worse for ``postclient queue -s site``, which reads
+each file to learn where its recipients go.  Here step() looks at a
+bounded number of a scan's entries: the loop runs a step between its other
+work, and only while it has room for more candidates.  deferred/ is read as
+it goes (os.scandir, as Postfix's readdir()), so that neither the listing
+of a huge directory nor its memory comes at once; a file that the queue
+manager moves out and back in during the scan may then be seen twice (one
+more attempt, never a second delivery: done marks are in the file).
+incoming/ is listed at once and sorted, so that new mail goes out in
+arrival order.
+
+What a scan offers is decided per file from the scan's request:
+  ``everything``  every file (incoming/, ``postclient queue -f``);
+  ``due``         files whose mtime (the next attempt time) has come
+                  (the timed deferred scan, ``postclient super -H``);
+  ``sites``       files with a pending recipient for one of these sites
+                  (``postclient queue -s site``; the caller's ``concerns``).
+A request that comes while a scan runs is merged into one more scan after
+it (Postfix does the same): the running scan is not restarted, so a stream
+of wakeups cannot keep it from reaching the end of a large directory, and
+no file listed after the request is missed.
+"""
+
+import os
+
+STEP_ENTRIES = 200      # directory entries looked at by one step()
+STEP_READS = 20         # files read (site checks) by one step()
+
+
+class _Request:
+    """What one scan offers; merge() ORs two requests into one."""
+
+    def __init__(self, everything=False, due=False, sites=()):
+        self.everything = everything
+        self.due = due
+        self.sites = frozenset(site.lower() for site in sites)
+
+    def merge(self, other):
+        merged = _Request(self.everything or other.everything, self.due or other.due)
+        merged.sites = self.sites | other.sites
+        return merged
+
+
+class QueueScan:
+    """The scan of one queue directory: request() starts or queues one, step() walks it."""
+
+    def __init__(self, directory, concerns=None, ordered=False):
+        self.directory = directory
+        self.concerns = concerns    # (path, sites) -> whether the file has mail for them
+        self.ordered = ordered      # sorted listing: incoming/ in arrival order (queue IDs)
+        self.names = None           # the entries being walked (an iterator), or None
+        self.position = 0           # entries looked at so far in this scan
+        self.current = None         # the running scan's _Request
+        self.next = None            # merged requests that came during it
+
+    @property
+    def running(self):
+        """A scan is under way or waiting to start (step() has work)."""
+        return self.current is not None or self.next is not None
+
+    def request(self, everything=False, due=False, sites=()):
+        wanted = _Request(everything, due, sites)
+        self.next = wanted if self.next is None else self.next.merge(wanted)
+
+    def step(self, now, entries=STEP_ENTRIES, reads=STEP_READS):
+        """Queue IDs to offer from the next few entries (at most ``entries``
+        looked at, ``reads`` files read); [] when the scan is done or idle."""
+        if self.current is None:
+            if self.next is None:
+                return []
+            self.current, self.next = self.next, None
+            self.names, self.position = self._entries(), 0
+        found = []
+        request, names, directory = self.current, self.names, self.directory
+        while entries > 0 and reads > 0:
+            queue_id = next(names, None)
+            if queue_id is None:
+                self.current = self.names = None    # done; a queued request starts next time
+                break
+            self.position += 1
+            entries -= 1
+            if request.everything:
+                found.append(queue_id)
+                continue
+            path = f"{directory}/{queue_id}"
+            if request.due:
+                try:
+                    if os.stat(path).st_mtime <= now:
+                        found.append(queue_id)
+                        continue
+                except FileNotFoundError:
+                    continue            # moved meanwhile
+            if request.sites and self.concerns is not None:
+                reads -= 1
+                if self.concerns(path, request.sites):
+                    found.append(queue_id)
+        return found
+
+    def _entries(self):
+        """The names to walk (not "." files: being written): sorted, or as read."""
+        if self.ordered:
+            try:
+                names = os.listdir(self.directory)
+            except FileNotFoundError:
+                names = []
+            return iter(sorted(name for name in names if not name.startswith(".")))
+        return self._read(self.directory)
+
+    @staticmethod
+    def _read(directory):
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if not entry.name.startswith("."):
+                        yield entry.name
+        except FileNotFoundError:
+            return
