@@ -52,6 +52,7 @@ import threading
 import time
 
 from .. import ipc
+from ..log import line as log_line
 from ..master import wakeup
 from ..smtp import agent_client
 from . import queuefile, statuslog
@@ -244,8 +245,8 @@ class QueueManager:
         # records for done recipients: only a first pass may skip the re-read.
         message.clean = len(pending) == len(queued.recipients)
         if source == "incoming":
-            log.info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", queue_id, queued.sender,
-                     queued.content_size, len(pending))
+            log_line(log, f"{queue_id}: from=<{queued.sender}>, size={queued.content_size}, "
+                          f"nrcpt={len(pending)} (queue active)")
         routes = {}
         for recipient in pending:
             try:

@@ -38,6 +38,7 @@ import queue
 import threading
 import time
 
+from ..log import line as log_line
 from . import queuefile, statuslog
 
 log = logging.getLogger("postclient.qmgr")
@@ -149,7 +150,7 @@ class FileWorker:
         except FileNotFoundError:
             return Loaded("active", queue_id, "requeued")     # moved by postclient super
         statuslog.remove_status(self.queue_directory, queue_id)
-        log.info("%s: removed", queue_id)
+        log_line(log, f"{queue_id}: removed")
         return None
 
 

@@ -46,6 +46,14 @@ class SessionOptions:
     mime_nesting_limit: int = 100
     mime_boundary_length_limit: int = 2048
 
+    def for_message(self, message_age):
+        """These options with a message's age: a copy made per message, so made
+        without copy.copy(), which cost more than the rest of it."""
+        options = object.__new__(SessionOptions)
+        options.__dict__.update(self.__dict__)
+        options.message_age = message_age
+        return options
+
     @classmethod
     def from_config(cls, config, protocol, message_age):
         from ..config.registry import protocol_name

@@ -47,6 +47,7 @@ import weakref
 
 from .. import maps
 from ..config.registry import protocol_name
+from ..log import line as log_line
 from . import commands, destination, driver, resolve, reuse
 from .content import ContentFilter
 from .events import SessionFailed, TransactionDone
@@ -154,7 +155,10 @@ class _Delivery:
         self._refuse_unsafe_values()
         settings = _memo(self.config, ("resolver", self.protocol),
                          lambda: resolve.ResolverSettings.from_config(self.config, self.protocol))
-        sites = destination.iter_sites(self.request.nexthop, self.protocol, self.config)
+        if self.batch is not None:
+            sites = self.batch.sites(self.request.nexthop, self.protocol, self.config)
+        else:
+            sites = destination.iter_sites(self.request.nexthop, self.protocol, self.config)
         last_site = None
         handoff = ""
         while not self.trouble.finished:
@@ -358,10 +362,9 @@ class _Delivery:
         def on_end_of_data(event):
             self._apply(pending, event.outcomes, relay, final(True), client.capabilities.dsn)
 
-        options = copy.copy(_memo(self.config, ("options", self.protocol),
-                                  lambda: driver.SessionOptions.from_config(self.config,
-                                                                            self.protocol, 0.0)))
-        options.message_age = time.time() - self.request.arrival_time
+        options = _memo(self.config, ("options", self.protocol),
+                        lambda: driver.SessionOptions.from_config(self.config, self.protocol, 0.0)
+                        ).for_message(time.time() - self.request.arrival_time)
         content = self.content if self.content is not None else self.request.open_content()
         on_next_mail = None
         if (self.batch is not None and self.batch.prepare_next is not None and self.cache.hold
@@ -426,7 +429,7 @@ class _Delivery:
         if index in self.logged:
             return
         self.logged.add(index)
-        log.info("%s", self._log_line(index, result))
+        log_line(log, self._log_line(index, result))
         if self.on_result is not None:
             self.on_result(index, result)
 
@@ -459,11 +462,35 @@ class Batch:
     failing resolver) once, not once per message."""
 
     def __init__(self):
+        self._sites = None          # the next-hop's sites as far as parsed, and what came after
         self.resolutions = {}       # destination.Site -> resolve.Resolution
         self.held = None            # the idle session one message leaves for the next (reuse.py)
         self.cache_policies = {}    # what reuse.RequestCache decided, by site and flags
         # () -> the next message's prepared _Delivery, or None (service.py sets it)
         self.prepare_next = None
+
+    def sites(self, nexthop, protocol, config):
+        """destination.iter_sites(), parsed once per batch (every message has the
+        batch's next-hop): the same sites, then the same end or DestinationError."""
+        if self._sites is None:
+            self._sites = ([], destination.iter_sites(nexthop, protocol, config), [])
+        parsed, source, end = self._sites
+        position = 0
+        while True:
+            if position < len(parsed):
+                yield parsed[position]
+                position += 1
+                continue
+            if end:
+                if end[0] is not None:
+                    raise end[0].with_traceback(None)
+                return
+            try:
+                parsed.append(next(source))
+            except StopIteration:
+                end.append(None)
+            except destination.DestinationError as error:
+                end.append(error)
 
 
 BROKEN_BEFORE_MAIL = "broken before MAIL"

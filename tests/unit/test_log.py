@@ -63,6 +63,36 @@ def test_cached_prefix_follows_the_service_and_bytes_that_are_not_utf8_are_escap
     assert lines(logfile) == [("postclient/pickup", pid, "first"),
                               ("postclient/qmgr", pid, "to=<a\\udcff@example.com>")]
 
+def test_line_writes_what_logger_info_writes(tmp_path):
+    logfile = tmp_path / "maillog"
+    logger = log.setup_logging(config_for(tmp_path, f"maillog_file = {logfile}\n"), "smtp")
+    child = logging.getLogger(log.LOGGER_NAME + ".smtp")
+    child.info("%s", "Q1: to=<a@example.com>, status=sent (250 2.0.0 ok)")
+    log.line(child, "Q2: to=<b\udcff@example.com>, status=sent (250 2.0.0 ok)")
+    pid = str(os.getpid())
+    assert lines(logfile) == [
+        ("postclient/smtp", pid, "Q1: to=<a@example.com>, status=sent (250 2.0.0 ok)"),
+        ("postclient/smtp", pid, "Q2: to=<b\\udcff@example.com>, status=sent (250 2.0.0 ok)")]
+    logger.setLevel(logging.WARNING)            # info lines are not wanted: none is written
+    log.line(child, "Q3: removed")
+    assert len(lines(logfile)) == 2
+
+
+def test_line_goes_through_logging_where_others_listen(tmp_path, caplog):
+    child = logging.getLogger(log.LOGGER_NAME + ".qmgr")
+    with caplog.at_level(logging.INFO):
+        log.line(child, "Q1: removed")          # no setup_logging(): records, as in tests
+    assert [r.getMessage() for r in caplog.records] == ["Q1: removed"]
+    logfile = tmp_path / "maillog"
+    logger = log.setup_logging(config_for(tmp_path, f"maillog_file = {logfile}\n"), "qmgr")
+    seen = []
+    extra = logging.Handler()
+    extra.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(extra)                    # a handler added since: it hears the line too
+    log.line(child, "Q2: removed")
+    assert seen == ["Q2: removed"] and lines(logfile)[0][2] == "Q2: removed"
+
+
 def test_unwritable_maillog_file_is_a_config_error(tmp_path):
     config = config_for(tmp_path, f"# x\nmaillog_file = {tmp_path}/missing/dir/log\n")
     with pytest.raises(ConfigError, match=r"main.cf:2: maillog_file: cannot open .*No such file"):
@@ -84,3 +114,5 @@ def reset_logging():
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+    logger.propagate = True                     # as before setup_logging()
+    logger.setLevel(logging.NOTSET)

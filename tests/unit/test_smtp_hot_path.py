@@ -1,6 +1,7 @@
 """What the per-transaction fast path relies on: shared immutable values, caches that
 cannot be fooled, non-blocking socket I/O with deadlines, and one write per small body."""
 
+import dataclasses
 import socket
 import threading
 import time
@@ -160,3 +161,35 @@ def test_a_small_message_goes_as_one_command_group_and_one_body_write():
     assert rset == b"RSET\r\n"
     assert commands == b"MAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.com>\r\nDATA\r\n"
     assert body.startswith(b"Subject: x\r\n\r\nline\r\n") and body.endswith(b"line\r\n.\r\n")
+
+
+def test_a_batch_parses_its_sites_once_and_replays_them_with_their_end():
+    from postclient.smtp import destination, engine
+    batch = engine.Batch()
+    calls = []
+    real = destination.iter_sites
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    destination.iter_sites, saved = counting, destination.iter_sites
+    try:
+        first = batch.sites("[192.0.2.1]:25, example.com, [bad", "smtp", None)
+        assert next(first).text == "[192.0.2.1]:25"       # the first message stops early
+        for _ in range(2):                                  # the next ones walk further
+            walked = batch.sites("[192.0.2.1]:25, example.com, [bad", "smtp", None)
+            assert [next(walked).text, next(walked).text] == ["[192.0.2.1]:25", "example.com"]
+            with pytest.raises(destination.DestinationError):
+                next(walked)
+    finally:
+        destination.iter_sites = saved
+    assert len(calls) == 1
+
+
+def test_session_options_for_a_message_are_a_copy_with_its_age():
+    base = driver.SessionOptions(line_length_limit=500, pix_delay=3)
+    options = base.for_message(42.5)
+    assert (options.line_length_limit, options.pix_delay, options.message_age) == (500, 3, 42.5)
+    assert options == dataclasses.replace(base, message_age=42.5) and options is not base
+    assert base.message_age == 0.0
