@@ -457,9 +457,9 @@ class _Delivery:
 class Batch:
     """What the messages of one batched delivery request share (service.handle_batch()):
     the session one leaves READY for the next (reuse.py), the cache policy
-    decided for its destination, and the resolution
-    of each site, so that a batch makes its DNS lookups (and waits out a
-    failing resolver) once, not once per message."""
+    decided for its destination, the sites of its next-hop (parsed once) and
+    the resolution of each site, so that a batch makes its DNS lookups (and
+    waits out a failing resolver) once, not once per message."""
 
     def __init__(self):
         self._sites = None          # the next-hop's sites as far as parsed, and what came after
