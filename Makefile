@@ -42,10 +42,12 @@ run: build
 	exec $(VENV)/bin/postclient -c $(RUNDIR)/etc start-fg
 
 # Codec benchmarks (pytest-benchmark), then the queue drain against Postfix (as root,
-# with Debian's postfix package): both write their sections of bench/RESULTS.md.
+# with Debian's postfix package): both write their sections of bench/RESULTS.md.  The
+# queue scan benchmark prints its table (recorded by hand in bench/RESULTS.md).
 bench: build
 	$(PY) -m pytest bench --benchmark-only
 	$(PY) bench/drain.py --profile run/bench-profile
+	$(PY) bench/qmgr_scan.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info postclient/codec/*.so postclient/codec/*.c pyx/*.c
