@@ -45,9 +45,8 @@ class _Request:
         self.sites = frozenset(site.lower() for site in sites)
 
     def merge(self, other):
-        merged = _Request(self.everything or other.everything, self.due or other.due)
-        merged.sites = self.sites | other.sites
-        return merged
+        return _Request(self.everything or other.everything, self.due or other.due,
+                        self.sites | other.sites)
 
 
 class QueueScan:
