@@ -33,7 +33,6 @@ uses 75 for "try again later" throughout); 77 permission denied; 78
 configuration error.
 """
 
-import dataclasses
 import json
 import os
 import re
@@ -41,6 +40,7 @@ import sys
 import time
 
 from ..queue import manage, queuefile
+from ..record import Record
 from .common import QMGR_TIMEOUT, UsageError, fatal, load_config, os_error_status, printable, warn
 
 COMMAND = "queue"
@@ -56,15 +56,17 @@ _REASON_WIDTH = 76
 _DOMAIN = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$")
 
 
-@dataclasses.dataclass
-class Entry:
+class Entry(Record):
     """One message as the listing shows it."""
-    queue_name: str
-    queue_id: str
-    arrival_time: int
-    message_size: int
-    sender: str
-    recipients: list        # [(address, delay reason or "")], in listing order
+    __slots__ = ("queue_name", "queue_id", "arrival_time", "message_size", "sender", "recipients")
+
+    def __init__(self, queue_name, queue_id, arrival_time, message_size, sender, recipients):
+        self.queue_name = queue_name
+        self.queue_id = queue_id
+        self.arrival_time = arrival_time        # whole seconds
+        self.message_size = message_size
+        self.sender = sender
+        self.recipients = recipients            # [(address, delay reason or "")], in listing order
 
 
 def _reason_text(record):

@@ -41,13 +41,13 @@ Exit statuses: 0 success (also with invalid or unknown IDs); 64 bad usage
 permission denied; 78 configuration error.
 """
 
-import dataclasses
 import os
 import sys
 import time
 
 from ..queue import manage
 from ..queue.qid import valid_queue_id
+from ..record import Record
 from .common import QMGR_TIMEOUT, UsageError, fatal, load_config, os_error_status, printable, warn
 
 COMMAND = "super"
@@ -55,16 +55,18 @@ PREFIX = f"postclient/{COMMAND}"
 _DEFAULT = ("hold", "incoming", "active", "deferred")
 
 
-@dataclasses.dataclass(frozen=True)
-class Action:
-    name: str               # argparse destination
-    option: str
-    verb: str               # for --help
-    done: str               # per-message text
-    report: str             # summary label
-    default_queues: tuple   # when no queue is named
-    sources: tuple          # queues it may take a message from
-    target: str = None      # queue it moves to (None: delete)
+class Action(Record):
+    __slots__ = ("name", "option", "verb", "done", "report", "default_queues", "sources", "target")
+
+    def __init__(self, name, option, verb, done, report, default_queues, sources, target=None):
+        self.name = name                        # argparse destination
+        self.option = option
+        self.verb = verb                        # for --help
+        self.done = done                        # per-message text
+        self.report = report                    # summary label
+        self.default_queues = default_queues    # when no queue is named
+        self.sources = sources                  # queues it may take a message from
+        self.target = target                    # queue it moves to (None: delete)
 
 
 ACTIONS = {

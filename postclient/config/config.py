@@ -12,7 +12,6 @@ parameter's type and cached; every error names the file and line where the
 offending value was set.
 """
 
-import getpass
 import os
 import re
 import socket
@@ -253,6 +252,7 @@ class Config:
 
 
 def current_user():
+    import getpass      # here: only some parameters' defaults need it
     try:
         return getpass.getuser()
     except (KeyError, OSError):

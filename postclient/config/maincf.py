@@ -10,21 +10,23 @@ of a name wins.  Values are stored raw: ``$name`` expansion happens when a
 value is used (config.Config), as in Postfix.
 """
 
-import dataclasses
 import os
 import re
 
+from ..record import Record
 from .errors import ConfigError, ConfigWarning
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-@dataclasses.dataclass(frozen=True)
-class Setting:
-    name: str
-    value: str
-    source: str
-    line: int = None
+class Setting(Record):
+    __slots__ = ("name", "value", "source", "line")
+
+    def __init__(self, name, value, source, line=None):
+        self.name = name
+        self.value = value
+        self.source = source        # the file, "-o" or "(default)"
+        self.line = line
 
 
 def logical_lines(text, source):

@@ -8,25 +8,28 @@ parameters.py.  A mistake in that table is a bug in postclient, so it fails
 loudly at import rather than at some later lookup.
 """
 
-import dataclasses
-
+from ..record import Record
 from . import parameters, types
 
 DYNAMIC = "@dynamic"
 
 
-@dataclasses.dataclass(frozen=True)
-class Parameter:
-    name: str
-    type: object
-    default: str
-    doc: str
-    minimum: int = None
-    maximum: int = None
-    unit: str = None
-    choices: tuple = ()
-    also_allowed: tuple = ()    # values accepted outside [minimum, maximum] ("0,2..": 0 = off)
-    mirror_of: str = None
+class Parameter(Record):
+    __slots__ = ("name", "type", "default", "doc", "minimum", "maximum", "unit", "choices",
+                 "also_allowed", "mirror_of")
+
+    def __init__(self, name, type, default, doc, minimum=None, maximum=None, unit=None,
+                 choices=(), also_allowed=(), mirror_of=None):
+        self.name = name
+        self.type = type                    # one of the types in types.py (types.TIME...)
+        self.default = default
+        self.doc = doc
+        self.minimum = minimum
+        self.maximum = maximum
+        self.unit = unit
+        self.choices = choices
+        self.also_allowed = also_allowed    # values accepted outside [minimum, maximum] ("0,2..": 0 = off)
+        self.mirror_of = mirror_of
 
     @property
     def dynamic(self):
@@ -118,8 +121,8 @@ def _add_lmtp_mirrors(table):
             for other in _smtp_names_longest_first(table):
                 if ("$" + other) in default:
                     default = default.replace("$" + other, "$" + lmtp_mirror_name(other))
-        table[mirror] = dataclasses.replace(
-            param, name=mirror, default=default,
+        table[mirror] = param.replace(
+            name=mirror, default=default,
             doc=param.doc.replace("SMTP", "LMTP") + " (LMTP)", mirror_of=name)
     return table
 

@@ -29,7 +29,6 @@ Conventions shared with the queue manager (docs/queue-tools.md):
     {"status": "ok"} or {"status": "error", "reason": ...} before it closes.
 """
 
-import ctypes
 import errno
 import os
 import stat
@@ -220,7 +219,17 @@ class QueueMover:
 
 
 _RENAME_NOREPLACE = 1         # <linux/fs.h>
-_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+_libc = None                  # (ctypes, renameat2 or None), loaded at the first move
+
+
+def _renameat2():
+    """ctypes and the C library's renameat2 (None where it has none).  Loaded
+    when first needed: a listing or a flush need not pay for ctypes."""
+    global _libc
+    if _libc is None:
+        import ctypes
+        _libc = ctypes, getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    return _libc
 
 
 def _rename_noreplace(name, source_descriptor, target_descriptor):
@@ -232,10 +241,11 @@ def _rename_noreplace(name, source_descriptor, target_descriptor):
     FileExistsError if the target exists, FileNotFoundError if the source
     does not.
     """
-    if _renameat2 is not None:
+    ctypes, renameat2 = _renameat2()
+    if renameat2 is not None:
         encoded = os.fsencode(name)
-        if _renameat2(source_descriptor, encoded, target_descriptor, encoded,
-                      _RENAME_NOREPLACE) == 0:
+        if renameat2(source_descriptor, encoded, target_descriptor, encoded,
+                     _RENAME_NOREPLACE) == 0:
             return
         error = ctypes.get_errno()
         if error not in (errno.ENOSYS, errno.EINVAL):

@@ -24,11 +24,10 @@ must not be lost before a done mark (bounce and trace records) is fsynced
 first by statuslog.append_status().
 """
 
-import ctypes
-import dataclasses
-import logging
 import os
 import re
+
+from ..record import Record
 
 MAGIC = b"PCQ1\n"
 PENDING = b"P"
@@ -47,30 +46,36 @@ class CorruptQueueFile(Exception):
     """The file is truncated or malformed; ``str()`` says where and what."""
 
 
-@dataclasses.dataclass
-class QueuedRecipient:
-    address: str
-    original: str = ""
-    orcpt: str = ""
-    notify: str = ""
-    offset: int = -1        # file offset of the status byte
-    done: bool = False
+class QueuedRecipient(Record):
+    __slots__ = ("address", "original", "orcpt", "notify", "offset", "done")
+
+    def __init__(self, address, original="", orcpt="", notify="", offset=-1, done=False):
+        self.address = address
+        self.original = original
+        self.orcpt = orcpt
+        self.notify = notify
+        self.offset = offset        # file offset of the status byte
+        self.done = done
 
 
-@dataclasses.dataclass
-class QueueFile:
-    path: str
-    queue_id: str
-    arrival_time: float
-    sender: str
-    recipients: list
-    content_offset: int
-    content_size: int
-    envid: str = ""
-    ret: str = ""
-    encoding: str = "unknown"
-    smtputf8: bool = False
-    client: dict = dataclasses.field(default_factory=dict)
+class QueueFile(Record):
+    __slots__ = ("path", "queue_id", "arrival_time", "sender", "recipients", "content_offset",
+                 "content_size", "envid", "ret", "encoding", "smtputf8", "client")
+
+    def __init__(self, path, queue_id, arrival_time, sender, recipients, content_offset,
+                 content_size, envid="", ret="", encoding="unknown", smtputf8=False, client=None):
+        self.path = path
+        self.queue_id = queue_id
+        self.arrival_time = arrival_time
+        self.sender = sender
+        self.recipients = recipients            # [QueuedRecipient]
+        self.content_offset = content_offset
+        self.content_size = content_size
+        self.envid = envid
+        self.ret = ret
+        self.encoding = encoding
+        self.smtputf8 = smtputf8
+        self.client = {} if client is None else client      # XFORWARD attributes
 
     def pending(self):
         return [r for r in self.recipients if not r.done]
@@ -95,6 +100,7 @@ def fsync_directory(path):
 
 def _sync_filesystem(path):
     """Flush the file system that holds ``path`` (syncfs(2); sync(2) where it is missing)."""
+    import ctypes       # here: the queue tools should not load it to start
     descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -350,6 +356,7 @@ def move_to_corrupt(queue_directory, path, reason):
     The queue must go on: a bad file is set aside for the operator, not
     retried and not allowed to stop anything (security rule 15).
     """
+    import logging      # here: the queue tools should not load it to start
     queue_id = os.path.basename(path)
     target = os.path.join(queue_directory, "corrupt", queue_id)
     try:

@@ -11,28 +11,33 @@ replies (defer), so that no notice is lost in a crash.  A torn last line
 (a crash in the middle of an append) is skipped when reading.
 """
 
-import dataclasses
 import json
 import os
 import time
+
+from ..record import Record
 
 LOG_KINDS = ("bounce", "defer", "trace")
 WARNED_SUFFIX = ".warned"      # defer/<id>.warned: the delay warning was sent
 
 
-@dataclasses.dataclass
-class StatusRecord:
-    recipient: str
-    original: str = ""
-    orcpt: str = ""
-    notify: str = ""
-    offset: int = -1
-    status: str = ""        # sent, deferred, bounced, delivered, relayed
-    dsn: str = ""           # DSN status code, e.g. 5.1.1
-    relay: str = "none"     # remote MTA, host[addr]:port
-    reply: str = ""         # the remote server's reply (Diagnostic-Code)
-    text: str = ""          # what was logged in parentheses
-    time: float = 0.0
+class StatusRecord(Record):
+    __slots__ = ("recipient", "original", "orcpt", "notify", "offset", "status", "dsn", "relay",
+                 "reply", "text", "time")
+
+    def __init__(self, recipient, original="", orcpt="", notify="", offset=-1, status="", dsn="",
+                 relay="none", reply="", text="", time=0.0):
+        self.recipient = recipient
+        self.original = original
+        self.orcpt = orcpt
+        self.notify = notify
+        self.offset = offset
+        self.status = status        # sent, deferred, bounced, delivered, relayed
+        self.dsn = dsn              # DSN status code, e.g. 5.1.1
+        self.relay = relay          # remote MTA, host[addr]:port
+        self.reply = reply          # the remote server's reply (Diagnostic-Code)
+        self.text = text            # what was logged in parentheses
+        self.time = time
 
 
 def _path(queue_directory, kind, queue_id):
@@ -45,7 +50,7 @@ def append_status(queue_directory, kind, queue_id, record):
     """Append one record to ``kind/queue_id`` and flush it to disk."""
     if not record.time:
         record.time = time.time()
-    line = json.dumps(dataclasses.asdict(record), ensure_ascii=True, separators=(",", ":")) + "\n"
+    line = json.dumps(record.as_dict(), ensure_ascii=True, separators=(",", ":")) + "\n"
     descriptor = os.open(_path(queue_directory, kind, queue_id),
                          os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
@@ -63,7 +68,7 @@ def read_status(queue_directory, kind, queue_id):
     except FileNotFoundError:
         return []
     records = []
-    fields = {f.name for f in dataclasses.fields(StatusRecord)}
+    fields = set(StatusRecord.__slots__)
     for line in data.split(b"\n"):
         try:
             values = json.loads(line)

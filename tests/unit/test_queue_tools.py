@@ -670,10 +670,11 @@ def test_move_message_is_one_rename_that_never_replaces(qdir):
 @pytest.mark.parametrize("renameat2", ["kernel", "missing"])
 def test_a_move_keeps_the_file_it_would_replace(qdir, monkeypatch, renameat2):
     """renameat2(RENAME_NOREPLACE) where there is one, an lstat first where not."""
+    ctypes, found = manage._renameat2()
     if renameat2 == "missing":
-        monkeypatch.setattr(manage, "_renameat2", None)
+        monkeypatch.setattr(manage, "_libc", (ctypes, None))
     else:
-        assert manage._renameat2 is not None          # glibc >= 2.28 has it
+        assert found is not None          # glibc >= 2.28 has it
     put(qdir, "hold", ID1)
     (qdir / "deferred" / ID1).write_bytes(b"the other copy")
     mover = manage.QueueMover(str(qdir))
