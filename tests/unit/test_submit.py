@@ -1,6 +1,7 @@
 """Submission helpers: address parsing and qualification, option values, input, headers."""
 
 import io
+import time
 
 import pytest
 
@@ -347,3 +348,21 @@ def test_sync_filesystem_runs_on_a_real_file(tmp_path):
     target = tmp_path / "file"
     target.write_bytes(b"x")
     submit.queuefile._sync_filesystem(str(target))
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/St_Johns", "Asia/Kolkata",
+                                  "Pacific/Chatham", "America/Los_Angeles"])
+def test_the_date_header_says_what_the_email_package_would(monkeypatch, zone):
+    """rfc5322_date() replaced email.utils.format_datetime() (slow to import):
+    the same text, negative and fractional-hour offsets and summer time included."""
+    import datetime
+    import email.utils
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        for moment in (0, 1e9, 1700000000.5, 1711846800, 1729990800, time.time()):
+            expected = email.utils.format_datetime(datetime.datetime.fromtimestamp(moment).astimezone())
+            assert submit.rfc5322_date(moment) == expected
+    finally:
+        monkeypatch.undo()
+        time.tzset()
