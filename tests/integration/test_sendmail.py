@@ -49,7 +49,15 @@ def sendmail(master, *args, stdin=MESSAGE):
 
 
 def sendmail_as_nobody(master, argv, stdin=MESSAGE):
-    """Run sendmail.main() in a child that is uid/gid nobody; returns its exit status."""
+    """Run sendmail.main() in a child that is uid/gid nobody; returns its exit status.
+
+    Whatever the child will import is imported first, as root: this machine's
+    Python may live where nobody cannot read (a pyenv under /root), while a
+    real ``postclient sendmail`` run by nobody starts as nobody from an
+    installed, readable Python.  queuefile loads ctypes only for the maildrop
+    fsync fallback (syncfs), so it is named here.
+    """
+    import ctypes  # noqa: F401
     from postclient.cli import sendmail as sendmail_command
     pid = os.fork()
     if pid == 0:
