@@ -60,10 +60,11 @@ class QueuedRecipient(Record):
 
 class QueueFile(Record):
     __slots__ = ("path", "queue_id", "arrival_time", "sender", "recipients", "content_offset",
-                 "content_size", "envid", "ret", "encoding", "smtputf8", "client")
+                 "content_size", "envid", "ret", "encoding", "smtputf8", "client", "content")
 
     def __init__(self, path, queue_id, arrival_time, sender, recipients, content_offset,
-                 content_size, envid="", ret="", encoding="unknown", smtputf8=False, client=None):
+                 content_size, envid="", ret="", encoding="unknown", smtputf8=False, client=None,
+                 content=None):
         self.path = path
         self.queue_id = queue_id
         self.arrival_time = arrival_time
@@ -76,6 +77,7 @@ class QueueFile(Record):
         self.encoding = encoding
         self.smtputf8 = smtputf8
         self.client = {} if client is None else client      # XFORWARD attributes
+        self.content = content      # its bytes, if read_queue_file(with_content=True) had them
 
     def pending(self):
         return [r for r in self.recipients if not r.done]
@@ -174,9 +176,10 @@ def write_queue_file(directory, queue_id, *, sender, recipients, content, arriva
     return path
 
 
-def records(descriptor, size, limit=MAX_ENVELOPE_RECORD):
+def records(descriptor, size, limit=MAX_ENVELOPE_RECORD, with_content=False):
     """Yield the records of an open queue file of ``size`` bytes, the end record last,
-    as (type, payload or None, payload offset, next position); payload None for M.
+    as (type, payload or None, payload offset, next position); payload None for M,
+    unless ``with_content`` and the first read held all of it.
 
     CorruptQueueFile for a bad magic or a record that is malformed or
     truncated.  The first pread takes HEAD_BYTES, which hold the envelope
@@ -217,30 +220,38 @@ def records(descriptor, size, limit=MAX_ENVELOPE_RECORD):
         if end >= loaded or data[end - start] != 10:        # 10: b"\n"
             raise CorruptQueueFile(f"offset {position}: record does not end with a newline")
         position = end + 1
-        yield kind, None if kind == b"M" else data[payload_offset - start:end - start], \
-            payload_offset, position
+        if kind != b"M" or (with_content and payload_offset >= start):
+            yield kind, data[payload_offset - start:end - start], payload_offset, position
+        else:
+            yield kind, None, payload_offset, position
         if kind == b"E":
             return
 
 
-def read_queue_file(path, descriptor=None):
+def read_queue_file(path, descriptor=None, size=None, with_content=False):
     """Parse and validate the envelope of ``path``; CorruptQueueFile if it is not sound.
 
     The content is not read (open_content() streams it): only its record's
     length is checked against the file size, the newline after it and the
     end record.  ``descriptor``: read through this open descriptor of
-    ``path`` (left open) instead of opening the file.
+    ``path`` (left open) instead of opening the file; ``size``: its size,
+    where the caller has just fstat()ed it (one system call less per message).
+    ``with_content``: keep the content's bytes in QueueFile.content when the first
+    read held them (most messages: HEAD_BYTES), for a delivery agent that
+    sends it next - one pread less per message; else QueueFile.content is None.
     """
     own = descriptor is None
     if own:
         descriptor = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(descriptor).st_size
+        if size is None or own:
+            size = os.fstat(descriptor).st_size
         values = {}
         client = {}
         recipients = []
         content = None
-        for kind, payload, payload_offset, position in records(descriptor, size):
+        inline = None
+        for kind, payload, payload_offset, position in records(descriptor, size, with_content=with_content):
             if kind == b"R":
                 fields = payload[1:].decode("utf-8", "surrogateescape").split("\0")
                 status = payload[:1]
@@ -251,6 +262,7 @@ def read_queue_file(path, descriptor=None):
                 if content is not None:
                     raise CorruptQueueFile("two content records")
                 content = (payload_offset, position - payload_offset - 1)
+                inline = payload
             elif kind in ENVELOPE_TYPES:
                 text = payload.decode("utf-8", "surrogateescape")
                 if kind == b"X":
@@ -278,7 +290,7 @@ def read_queue_file(path, descriptor=None):
                      sender=values["sender"], recipients=recipients, content_offset=content[0],
                      content_size=content[1], envid=values.get("envid", ""),
                      ret=values.get("ret", ""), encoding=encoding,
-                     smtputf8=values.get("smtputf8") == "1", client=client)
+                     smtputf8=values.get("smtputf8") == "1", client=client, content=inline)
 
 
 class _ContentReader:
@@ -341,11 +353,19 @@ def open_for_marking(path):
     return os.open(path, os.O_RDWR)
 
 
-def mark_done_fd(descriptor, offset, name="queue file"):
-    """mark_done() through an open descriptor."""
-    current = os.pread(descriptor, 1, offset)
-    if current not in (PENDING, DONE):
-        raise CorruptQueueFile(f"offset {offset}: no recipient status byte there")
+def mark_done_fd(descriptor, offset, name="queue file", parsed=False):
+    """mark_done() through an open descriptor.
+
+    ``parsed``: the caller took ``offset`` from read_queue_file() through this
+    same descriptor, so a status byte is known to be there (only status bytes
+    of a queue file ever change) and is not read back first.  In a delivery
+    agent each system call can mean a handoff of the GIL between its threads
+    (bench/RESULTS.md, "Session 8").
+    """
+    if not parsed:
+        current = os.pread(descriptor, 1, offset)
+        if current not in (PENDING, DONE):
+            raise CorruptQueueFile(f"offset {offset}: no recipient status byte there")
     if os.pwrite(descriptor, DONE, offset) != 1:
         raise OSError(f"short write marking a recipient done in {name}")
 

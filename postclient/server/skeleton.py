@@ -86,6 +86,8 @@ class ServiceContext:
     generation: int = 0
     status_socket: socket.socket = dataclasses.field(default=None, repr=False)
     master_gone: bool = False    # a status report failed: the master is not listening
+    lifeline_watched: bool = False   # a threaded child's main thread watches the lifeline
+    lifeline_gone: bool = False      # ... and has seen it close
 
     def _report(self, status):
         if self.status_socket is None or self.master_gone:
@@ -106,8 +108,18 @@ class ServiceContext:
         return self._report(TAKEN)
 
     def lifeline_closed(self):
-        """True when the master has gone away or reloaded: finish up and return."""
-        return self.master_gone or _readable(self.lifeline_fd, 0)
+        """True when the master has gone away or reloaded: finish up and return.
+
+        In a threaded child the main thread watches the lifeline and sets
+        lifeline_gone at once (_Pool.watch()), so the workers, which ask before
+        each message of a batch, need no poll() of their own: in a delivery
+        agent each system call can mean a handoff of the GIL between threads
+        (bench/RESULTS.md, "Session 8")."""
+        if self.master_gone or self.lifeline_gone:
+            return True
+        if self.lifeline_watched:
+            return False
+        return _readable(self.lifeline_fd, 0)
 
 
 @dataclasses.dataclass
@@ -406,24 +418,31 @@ class _Pool:
         poller = select.poll()
         poller.register(context.lifeline_fd, select.POLLIN)
         poller.register(self.stop_read, select.POLLIN)
-        while not self.stopping:
-            try:
-                events = dict(poller.poll(1000))
-            except InterruptedError:
-                continue
-            if context.lifeline_fd in events:
-                self.stop("master disconnect")
-                break
-            now = time.monotonic()
-            with self.lock:
-                idle = not self.busy and now - self.last_done >= context.max_idle
-                oldest = min(self.busy.values(), default=now)
-            if now - oldest > context.daemon_timeout:
-                logger.critical("watchdog timeout -- %s did not finish within daemon_timeout",
-                                context.name)
-                _exit(EXIT_FATAL)
-            if idle:
-                self.stop("idle timeout")
+        context.lifeline_watched = True
+        try:
+            while not self.stopping:
+                try:
+                    events = dict(poller.poll(1000))
+                except InterruptedError:
+                    continue
+                if context.lifeline_fd in events:
+                    self.stop("master disconnect")      # reports "taken" first, as before
+                    context.lifeline_gone = True
+                    break
+                now = time.monotonic()
+                with self.lock:
+                    idle = not self.busy and now - self.last_done >= context.max_idle
+                    oldest = min(self.busy.values(), default=now)
+                if now - oldest > context.daemon_timeout:
+                    logger.critical("watchdog timeout -- %s did not finish within daemon_timeout",
+                                    context.name)
+                    _exit(EXIT_FATAL)
+                if idle:
+                    self.stop("idle timeout")
+        finally:
+            # Stopping for another reason (max_use, idle): the workers finishing
+            # their clients ask the lifeline themselves again.
+            context.lifeline_watched = False
 
 
 def serve_threaded(serve, context, threads):

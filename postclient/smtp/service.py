@@ -249,9 +249,9 @@ def _prepare(attributes, context, hold_idle, batch, descriptor):
         # The file is read, and recipients marked done, through this one
         # descriptor, so the marks still reach the file if it is renamed
         # while we deliver (postclient super -h/-r).
-        marker = _open_marker(path, descriptor)
+        marker, size = _open_marker(path, descriptor)
         try:
-            queued = queuefile.read_queue_file(path, marker)
+            queued = queuefile.read_queue_file(path, marker, size, with_content=True)
         except queuefile.CorruptQueueFile as error:
             queuefile.move_to_corrupt(queue_directory, path, str(error))
             raise RequestError(f"corrupt queue file {path}: {error}", corrupt=True) from None
@@ -270,8 +270,11 @@ def _prepare(attributes, context, hold_idle, batch, descriptor):
     request = DeliveryRequest(
         queue_id=queued.queue_id, nexthop=nexthop, sender=queued.sender,
         recipients=[Recipient(r.address, r.original, r.orcpt, r.notify, r.offset) for r in chosen],
+        # A small message came with the envelope's read; a larger one is streamed.
+        content=queued.content if queued.content is not None else b"",
         content_size=queued.content_size,
-        open_content=lambda: queuefile.open_content(queued, marker),
+        open_content=None if queued.content is not None else (
+            lambda: queuefile.open_content(queued, marker)),
         encoding=queued.encoding, envid=queued.envid, ret=queued.ret, smtputf8=queued.smtputf8,
         arrival_time=queued.arrival_time, client=queued.client,
         use_cached_connection=bool(flags.get("use_cached_connection")),
@@ -294,11 +297,11 @@ def _prepare(attributes, context, hold_idle, batch, descriptor):
                 if protocol == "lmtp" and context.config.get("lmtp_assume_final"):
                     status.status = "delivered"
                 statuslog.append_status(queue_directory, "trace", queued.queue_id, status)
-            queuefile.mark_done_fd(marker, recipient.offset, path)
+            queuefile.mark_done_fd(marker, recipient.offset, path, parsed=True)
         elif result.status == "bounced":
             statuslog.append_status(queue_directory, "bounce", queued.queue_id,
                                     status_record(recipient, result))
-            queuefile.mark_done_fd(marker, recipient.offset, path)
+            queuefile.mark_done_fd(marker, recipient.offset, path, parsed=True)
         else:
             statuslog.append_status(queue_directory, "defer", queued.queue_id,
                                     status_record(recipient, result))
@@ -316,9 +319,10 @@ def _prepare(attributes, context, hold_idle, batch, descriptor):
 def _open_marker(path, descriptor):
     """The queue file's descriptor, locked shared for the whole delivery (a queue
     manager that restarts meanwhile sees the file is being delivered and leaves
-    it alone).  A batch opened it already (``descriptor``): it is used if the
-    path still names that file, which super -d, -h or -r may have changed
-    while the message waited for its turn."""
+    it alone), and its size where it was just learnt (else None).  A batch
+    opened it already (``descriptor``): it is used if the path still names
+    that file, which super -d, -h or -r may have changed while the message
+    waited for its turn."""
     if descriptor is not None:
         try:
             now, opened = os.stat(path), os.fstat(descriptor)
@@ -326,7 +330,7 @@ def _open_marker(path, descriptor):
             now = opened = None
         if now is None or (now.st_ino, now.st_dev) != (opened.st_ino, opened.st_dev):
             raise RequestError(f"queue file {path} does not exist")
-        return descriptor
+        return descriptor, opened.st_size
     try:
         marker = queuefile.open_for_marking(path)
     except FileNotFoundError:
@@ -336,7 +340,7 @@ def _open_marker(path, descriptor):
     except BaseException:
         os.close(marker)
         raise
-    return marker
+    return marker, None
 
 
 def serve(conn, context):

@@ -48,6 +48,57 @@ def test_mark_done_is_persistent_and_checked(tmp_path):
     assert queuefile.read_queue_file(path).recipients[0].done is False
 
 
+def test_a_done_mark_after_a_parse_writes_without_reading_back(tmp_path, monkeypatch):
+    """parsed=True (the agent, whose offsets come from read_queue_file() through
+    the same descriptor) makes one system call: the write."""
+    path = write(tmp_path)
+    descriptor = queuefile.open_for_marking(path)
+    try:
+        queued = queuefile.read_queue_file(path, descriptor)
+        calls = []
+        real_pread = os.pread
+        monkeypatch.setattr(os, "pread", lambda *a: calls.append(a) or real_pread(*a))
+        queuefile.mark_done_fd(descriptor, queued.recipients[0].offset, path, parsed=True)
+        assert calls == []
+        queuefile.mark_done_fd(descriptor, queued.recipients[1].offset, path)     # checks first
+        assert len(calls) == 1
+    finally:
+        os.close(descriptor)
+    assert [r.done for r in queuefile.read_queue_file(path).recipients] == [True, True]
+
+
+def test_a_size_the_caller_knows_is_used_and_checked_like_its_own(tmp_path, monkeypatch):
+    path = write(tmp_path)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(descriptor).st_size
+        stats = []
+        real_fstat = os.fstat
+        monkeypatch.setattr(os, "fstat", lambda fd: stats.append(fd) or real_fstat(fd))
+        assert queuefile.read_queue_file(path, descriptor, size).sender == "sender@example.com"
+        assert stats == []
+        # a size that is not the file's is caught as the file's own would be
+        with pytest.raises(queuefile.CorruptQueueFile):
+            queuefile.read_queue_file(path, descriptor, size + 1)
+    finally:
+        os.close(descriptor)
+
+
+@pytest.mark.parametrize("size, kept", [(len(CONTENT), True), (queuefile.HEAD_BYTES - 400, True),
+                                         (queuefile.HEAD_BYTES, False), (3 * queuefile.HEAD_BYTES, False)])
+def test_with_content_a_small_message_comes_with_the_envelope(tmp_path, size, kept):
+    """One read for envelope and content where the first read holds both; a
+    larger content is left to open_content(), as without with_content."""
+    content = (CONTENT * (size // len(CONTENT) + 1))[:size]
+    path = write(tmp_path, content=content)
+    queued = queuefile.read_queue_file(path, with_content=True)
+    assert queued.content == (content if kept else None)
+    with queuefile.open_content(queued) as handle:
+        assert handle.read() == content
+    assert queuefile.read_queue_file(path).content is None      # the queue manager keeps none
+    assert queued.replace(content=None) == queuefile.read_queue_file(path)
+
+
 def test_every_truncation_is_detected(tmp_path):
     path = write(tmp_path)
     data = open(path, "rb").read()

@@ -174,3 +174,63 @@ def test_the_watchdog_kills_a_process_whose_client_takes_longer_than_daemon_time
     stuck.close()
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == skeleton.EXIT_FATAL
     assert 1 <= time.monotonic() - began < 10
+
+
+def test_a_client_in_a_threaded_child_learns_of_the_lifeline_without_a_poll_of_its_own(
+        tmp_path, monkeypatch):
+    """The main thread watches the lifeline; a client asking lifeline_closed()
+    before each message of a batch gets the answer from it, without a system
+    call, before and after the lifeline closes."""
+    polls = []
+    real_readable = skeleton._readable
+    monkeypatch.setattr(skeleton, "_readable", lambda fd, timeout: polls.append(fd) or real_readable(fd, timeout))
+    seen, asked, release = [], threading.Event(), threading.Event()
+
+    def serve(conn, context):
+        seen.append(context.lifeline_closed())
+        asked.set()
+        release.wait(10)
+        seen.append(context.lifeline_closed())
+        answer(conn, context)
+
+    child = Child(tmp_path, serve, threads=2).start()
+    deadline = time.monotonic() + 10
+    while not child.context.lifeline_watched:      # the main thread is at its post
+        assert time.monotonic() < deadline, "the main thread did not start watching"
+        time.sleep(0.01)
+    busy = child.client()
+    assert asked.wait(10)
+    os.close(child.lifeline_write)                  # the master is gone or reloaded
+    while not child.context.lifeline_gone:
+        assert time.monotonic() < deadline, "the main thread did not see the lifeline close"
+        time.sleep(0.02)
+    release.set()
+    assert reply(busy).startswith("serve-")
+    assert child.finished()
+    assert seen == [False, True]
+    assert child.lifeline_read not in polls
+
+
+def test_after_a_stop_for_max_use_the_clients_ask_the_lifeline_themselves(tmp_path):
+    """The main thread stops watching when the process stops for another reason;
+    a client still at work must then see a closed lifeline by itself."""
+    started, closed, seen = threading.Event(), threading.Event(), []
+
+    def serve(conn, context):
+        started.set()
+        closed.wait(10)
+        seen.append(context.lifeline_closed())
+        answer(conn, context)
+
+    child = Child(tmp_path, serve, threads=2, max_use=1).start()
+    busy = child.client()
+    assert started.wait(10)
+    deadline = time.monotonic() + 10
+    while child.context.lifeline_watched:           # max_use reached: the watch ends
+        assert time.monotonic() < deadline, "the main thread kept watching"
+        time.sleep(0.02)
+    os.close(child.lifeline_write)
+    closed.set()
+    assert reply(busy).startswith("serve-")
+    assert child.finished()
+    assert seen == [True]
