@@ -1,9 +1,8 @@
 """Build postclient: the Python package plus the Cython hot path.
 
 Every ``pyx/NAME.pyx`` is compiled into the extension module
-``postclient.codec.NAME``, except those in PACKAGES.  The sources are written
-for both Cython 0.29.32 (Debian bookworm) and Cython 3.x, so
-``language_level`` is pinned to 3.
+``postclient.codec.NAME``.  The sources are written for both Cython 0.29.32
+(Debian bookworm) and Cython 3.x, so ``language_level`` is pinned to 3.
 """
 import glob
 import os
@@ -13,21 +12,17 @@ from setuptools import Extension, find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-PACKAGES = {"_heldio_c": "postclient"}      # pyx name -> package, where not postclient.codec
-
-
 def codec_extensions():
     from Cython.Build import cythonize
 
     sources = sorted(glob.glob(os.path.join("pyx", "*.pyx")))
-    names = [os.path.splitext(os.path.basename(path))[0] for path in sources]
     extensions = [
         Extension(
-            PACKAGES.get(name, "postclient.codec") + "." + name,
+            "postclient.codec." + os.path.splitext(os.path.basename(path))[0],
             [path],
             extra_compile_args=["-O2"],
         )
-        for name, path in zip(names, sources)
+        for path in sources
     ]
     return cythonize(
         extensions,

@@ -18,12 +18,10 @@ children log their own.
 import logging
 import os
 import socket
-import stat
 import sys
 import syslog
 import time
 
-from . import heldio
 from .config.errors import ConfigError
 from .pid import current as current_pid
 
@@ -100,10 +98,6 @@ class MaillogFileHandler(logging.Handler):
             self._stream = sys.stderr
         else:
             self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-            # A regular file takes a line at once: keep the GIL for it
-            # (postclient/heldio.py).  A pipe or a device may make a writer wait.
-            regular = stat.S_ISREG(os.fstat(self._descriptor).st_mode)
-            self._os_write = heldio.write if regular else os.write
 
     def forget_prefix(self):
         """The service name changed: format the prefix afresh."""
@@ -136,7 +130,7 @@ class MaillogFileHandler(logging.Handler):
             return
         data = line.encode("utf-8", "backslashreplace")
         while data:
-            data = data[self._os_write(self._descriptor, data):]
+            data = data[os.write(self._descriptor, data):]
 
     def close(self):
         if self._descriptor is not None:

@@ -27,7 +27,6 @@ first by statuslog.append_status().
 import os
 import re
 
-from .. import heldio
 from ..record import Record
 
 MAGIC = b"PCQ1\n"
@@ -189,10 +188,9 @@ def records(descriptor, size, limit=MAX_ENVELOPE_RECORD, with_content=False):
     per delivery, so this makes one system call and little work per record.
     A record outside the buffer (a long envelope, the end after a large
     content record) is read with another pread; the content never is.
-    pread leaves the descriptor's position alone, and keeps the GIL
-    (postclient/heldio.py): a queue file is read from the page cache.
+    pread leaves the descriptor's position alone.
     """
-    data = heldio.pread(descriptor, min(size, HEAD_BYTES), 0)
+    data = os.pread(descriptor, min(size, HEAD_BYTES), 0)
     start, loaded = 0, len(data)        # data holds the file's bytes [start, loaded)
     if data[:len(MAGIC)] != MAGIC:
         raise CorruptQueueFile("not a postclient queue file (bad magic)")
@@ -200,7 +198,7 @@ def records(descriptor, size, limit=MAX_ENVELOPE_RECORD, with_content=False):
     match = _RECORD_HEAD.match
     while True:
         if position + _MAX_HEAD > loaded < size:
-            data = heldio.pread(descriptor, HEAD_BYTES, position)
+            data = os.pread(descriptor, HEAD_BYTES, position)
             start, loaded = position, position + len(data)
         if position >= loaded:
             raise CorruptQueueFile(f"offset {position}: file ends without its end record")
@@ -217,7 +215,7 @@ def records(descriptor, size, limit=MAX_ENVELOPE_RECORD, with_content=False):
             raise CorruptQueueFile(f"offset {position}: {kind.decode(errors='replace')} record too long")
         if end >= loaded:
             first = end if kind == b"M" else payload_offset
-            data = heldio.pread(descriptor, max(end + 1 - first, HEAD_BYTES), first)
+            data = os.pread(descriptor, max(end + 1 - first, HEAD_BYTES), first)
             start, loaded = first, first + len(data)
         if end >= loaded or data[end - start] != 10:        # 10: b"\n"
             raise CorruptQueueFile(f"offset {position}: record does not end with a newline")
@@ -312,7 +310,7 @@ class _ContentReader:
     def read(self, size=-1):
         if size is None or size < 0 or size > self._left:
             size = self._left
-        data = heldio.pread(self._descriptor, size, self._position) if size else b""
+        data = os.pread(self._descriptor, size, self._position) if size else b""
         self._position += len(data)
         self._left -= len(data)
         return data
@@ -365,10 +363,10 @@ def mark_done_fd(descriptor, offset, name="queue file", parsed=False):
     (bench/RESULTS.md, "Session 8").
     """
     if not parsed:
-        current = heldio.pread(descriptor, 1, offset)
+        current = os.pread(descriptor, 1, offset)
         if current not in (PENDING, DONE):
             raise CorruptQueueFile(f"offset {offset}: no recipient status byte there")
-    if heldio.pwrite(descriptor, DONE, offset) != 1:
+    if os.pwrite(descriptor, DONE, offset) != 1:
         raise OSError(f"short write marking a recipient done in {name}")
 
 

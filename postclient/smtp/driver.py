@@ -27,7 +27,7 @@ import select
 import socket
 import time
 
-from .. import codec, heldio
+from .. import codec
 from .events import (NEED_DATA, PAUSED, Closed, EndOfDataReply, ReadyForData, Ready,
                      RsetReply, SessionFailed, TransactionDone)
 from .trouble import connect_failed
@@ -115,9 +115,7 @@ class Connection:
     The socket is used in non-blocking mode and waited on with poll() up to
     the deadline: one send() per write that fits the socket buffer and one
     poll() plus one recv() per read, where a socket timeout would cost an
-    ioctl, a poll and the call itself every time.  The send() and recv() of
-    a plain socket keep the GIL (postclient/heldio.py): they cannot wait,
-    and the poll() is where a thread lets the others run.
+    ioctl, a poll and the call itself every time.
     """
 
     def __init__(self, sock):
@@ -126,9 +124,6 @@ class Connection:
         if sock.gettimeout() != 0.0:
             sock.settimeout(0.0)
         self._poll = None
-        plain = type(sock) is socket.socket
-        self._send = (lambda data: heldio.send(sock, data)) if plain else sock.send
-        self._recv = (lambda size: heldio.recv(sock, size)) if plain else sock.recv
 
     def _wait(self, events, deadline):
         """Wait until the socket is ready for ``events``; TimeoutError past the deadline."""
@@ -153,7 +148,7 @@ class Connection:
         sent = 0
         while True:
             try:
-                sent += self._send(memoryview(data)[sent:] if sent else data)
+                sent += self.sock.send(memoryview(data)[sent:] if sent else data)
             except BlockingIOError:
                 pass
             if sent >= len(data):
@@ -166,7 +161,7 @@ class Connection:
         while True:
             self._wait(select.POLLIN, deadline)
             try:
-                return self._recv(READ_SIZE)
+                return self.sock.recv(READ_SIZE)
             except BlockingIOError:     # a spurious wake-up: wait again
                 pass
 

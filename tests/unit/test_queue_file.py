@@ -4,7 +4,6 @@ import os
 
 import pytest
 
-from postclient import heldio
 from postclient.queue import qid, queuefile, statuslog
 from postclient.smtp.request import Recipient
 
@@ -57,8 +56,8 @@ def test_a_done_mark_after_a_parse_writes_without_reading_back(tmp_path, monkeyp
     try:
         queued = queuefile.read_queue_file(path, descriptor)
         calls = []
-        real_pread = heldio.pread
-        monkeypatch.setattr(heldio, "pread", lambda *a: calls.append(a) or real_pread(*a))
+        real_pread = os.pread
+        monkeypatch.setattr(os, "pread", lambda *a: calls.append(a) or real_pread(*a))
         queuefile.mark_done_fd(descriptor, queued.recipients[0].offset, path, parsed=True)
         assert calls == []
         queuefile.mark_done_fd(descriptor, queued.recipients[1].offset, path)     # checks first
