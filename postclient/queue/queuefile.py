@@ -251,7 +251,8 @@ def read_queue_file(path, descriptor=None, size=None, with_content=False):
         recipients = []
         content = None
         inline = None
-        for kind, payload, payload_offset, position in records(descriptor, size, with_content=with_content):
+        found = records(descriptor, size, with_content=with_content)
+        for kind, payload, payload_offset, position in found:
             if kind == b"R":
                 fields = payload[1:].decode("utf-8", "surrogateescape").split("\0")
                 status = payload[:1]

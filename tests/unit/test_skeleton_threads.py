@@ -183,7 +183,8 @@ def test_a_client_in_a_threaded_child_learns_of_the_lifeline_without_a_poll_of_i
     call, before and after the lifeline closes."""
     polls = []
     real_readable = skeleton._readable
-    monkeypatch.setattr(skeleton, "_readable", lambda fd, timeout: polls.append(fd) or real_readable(fd, timeout))
+    monkeypatch.setattr(skeleton, "_readable",
+                        lambda fd, timeout: polls.append(fd) or real_readable(fd, timeout))
     seen, asked, release = [], threading.Event(), threading.Event()
 
     def serve(conn, context):
