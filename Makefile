@@ -50,4 +50,4 @@ bench: build
 	$(PY) bench/qmgr_scan.py
 
 clean:
-	rm -rf build $(VENV) *.egg-info postclient/codec/*.so postclient/codec/*.c pyx/*.c
+	rm -rf build $(VENV) *.egg-info postclient/codec/*.so postclient/queue/*.so postclient/codec/*.c pyx/*.c

@@ -1,7 +1,8 @@
-"""Build postclient: the Python package plus the Cython hot path.
+"""Build postclient: the Python package plus the Cython hot paths.
 
 Every ``pyx/NAME.pyx`` is compiled into the extension module
-``postclient.codec.NAME``.  The sources are written for both Cython 0.29.32
+``postclient.<package>.NAME``, the package named in EXTENSION_PACKAGES
+(``codec`` unless listed).  The sources are written for both Cython 0.29.32
 (Debian bookworm) and Cython 3.x, so ``language_level`` is pinned to 3.
 """
 import glob
@@ -12,17 +13,20 @@ from setuptools import Extension, find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+EXTENSION_PACKAGES = {"_fileio_c": "queue"}
+
+
 def codec_extensions():
     from Cython.Build import cythonize
 
     sources = sorted(glob.glob(os.path.join("pyx", "*.pyx")))
     extensions = [
         Extension(
-            "postclient.codec." + os.path.splitext(os.path.basename(path))[0],
+            "postclient.{}.{}".format(EXTENSION_PACKAGES.get(name, "codec"), name),
             [path],
             extra_compile_args=["-O2"],
         )
-        for path in sources
+        for path, name in ((path, os.path.splitext(os.path.basename(path))[0]) for path in sources)
     ]
     return cythonize(
         extensions,

@@ -65,6 +65,21 @@ def line(logger, text):
         logger.info("%s", text)
 
 
+def lines(logger, texts):
+    """line() for several lines at once, in one write(2) (the queue manager's
+    "removed" lines of a batch: each write from a worker thread costs a
+    hand-off of the GIL, postclient/queue/fileio.py)."""
+    if not texts:
+        return
+    handler = _direct["handler"]
+    if (handler is not None and _direct["logger"].handlers == [handler]
+            and logger.isEnabledFor(logging.INFO)):
+        handler.emit_text(logging.INFO, *texts)
+    else:
+        for text in texts:
+            logger.info("%s", text)
+
+
 def _text(record):
     message = record.getMessage()
     prefix = _PREFIX.get(record.levelno, "")
@@ -109,21 +124,25 @@ class MaillogFileHandler(logging.Handler):
         except Exception:  # a logging failure must never take delivery down
             self.handleError(record)
 
-    def emit_text(self, level, text):
-        """One line of ``level`` without a LogRecord (line())."""
+    def emit_text(self, level, *texts):
+        """Lines of ``level`` without a LogRecord (line(), lines()), in one write."""
         with self.lock:
             try:
-                self._write(time.time(), _PREFIX.get(level, "") + text)
+                prefix = _PREFIX.get(level, "")
+                self._write(time.time(), *(prefix + text for text in texts))
             except Exception:
-                self.handleError(logging.makeLogRecord({"msg": text, "levelno": level}))
+                self.handleError(logging.makeLogRecord({"msg": texts[0], "levelno": level}))
 
-    def _write(self, created, text):
+    def _write(self, created, *texts):
         key = (int(created), current_pid())
         if key != self._prefix_key:
             stamp = time.strftime("%b %d %H:%M:%S", time.localtime(key[0]))
             self._prefix = f"{stamp} {self._host} {log_tag()}[{key[1]}]: "
             self._prefix_key = key
-        line = f"{self._prefix}{text}\n"
+        if len(texts) == 1:
+            line = f"{self._prefix}{texts[0]}\n"
+        else:
+            line = "".join(f"{self._prefix}{text}\n" for text in texts)
         if self._descriptor is None:
             self._stream.write(line)
             self._stream.flush()

@@ -551,6 +551,7 @@ class QueueManager:
                 timeout = 0             # more to scan or activate: only look at the events
             else:
                 timeout = max(0.05, min(self.next_deferred_scan - time.time(), 1.0))
+            self.files.hand_over()      # this pass's removals, as one task (qmgr_files.py)
             # The lifeline first: a stopping queue manager must not take the
             # wakeup the master sends to its successor.
             for key, _ in sorted(selector.select(timeout), key=lambda e: e[0].data != "lifeline"):

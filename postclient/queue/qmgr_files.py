@@ -11,9 +11,16 @@ blocks issues a synchronous discard (kernel stack: do_unlinkat ... ext4_free_blo
 every such wait left all delivery agents without work (the drain benchmark
 showed them all idle while the loop sat in the kernel).  So one loader
 thread activates files in order, REMOVERS threads unlink delivered ones
-(waits for the disk overlap), and the loop goes on scheduling; Python
-releases the GIL during the system calls.  Scheduling state stays in the
-loop's thread: the workers only touch files and report what they found.
+(waits for the disk overlap), and the loop goes on scheduling.  Scheduling
+state stays in the loop's thread: the workers only touch files and report
+what they found.
+
+Why batches: a thread's system call releases the GIL and must take it back
+from the loop, a hand-off that costs more than most of the calls (fileio.py).
+So a load makes its calls in one fileio.load_file(), and removals are
+collected by remove() and handed over once per pass of the loop
+(hand_over()): a remover unlinks the batch's files in one call, then their
+status logs in another, and logs their "removed" lines in one write.
 
 Tasks and results:
   - load(source, queue_id): rename the file from ``source`` into active/,
@@ -21,25 +28,25 @@ Tasks and results:
     is a Loaded (outcome "ok" with the QueueFile, or "vanished", "locked" -
     moved to deferred/ for minimal_backoff_time, as Postfix's
     QMGR_MESSAGE_LOCKED - "corrupt" - moved to corrupt/ - or "error");
-  - remove(queue_id): unlink active/<id>, then its status logs, and log
-    "removed"; a file that is gone (moved by postclient super meanwhile) is
-    reported as a Loaded with outcome "requeued" so that the loop looks at
-    incoming/.
+  - remove(queue_id), then hand_over(): unlink active/<id>, then its status
+    logs, and log "removed"; a file that is gone (moved by postclient super
+    meanwhile) is reported as a Loaded with outcome "requeued" so that the
+    loop looks at incoming/.
 The commit point of a removal is the unlink, as before; a crash before the
 worker reaches it leaves a finished message in active/, which recovery
 moves to incoming/ and the next pass removes (nothing is pending).
 """
 
 import dataclasses
-import fcntl
+import errno
 import logging
 import os
 import queue
 import threading
 import time
 
-from ..log import line as log_line
-from . import queuefile, statuslog
+from ..log import lines as log_lines
+from . import fileio, queuefile, statuslog
 
 log = logging.getLogger("postclient.qmgr")
 REMOVERS = 4
@@ -63,6 +70,7 @@ class FileWorker:
         self.loads = queue.SimpleQueue()
         self.removals = queue.SimpleQueue()
         self.done = queue.SimpleQueue()
+        self._removals_waiting = []     # remove()d, not yet handed over
         self.threads = [threading.Thread(target=self._run, args=(self.loads,), daemon=True,
                                          name="qmgr-load")]
         self.threads += [threading.Thread(target=self._run, args=(self.removals,), daemon=True,
@@ -77,7 +85,15 @@ class FileWorker:
         self.loads.put(("load", source, queue_id))
 
     def remove(self, queue_id):
-        self.removals.put(("remove", None, queue_id))
+        """Remove a delivered message: at the next hand_over()."""
+        self._removals_waiting.append(queue_id)
+
+    def hand_over(self):
+        """Give the removals collected since the last call to a remover, as one task
+        (the loop calls this once per pass)."""
+        if self._removals_waiting:
+            self.removals.put(("remove", None, self._removals_waiting))
+            self._removals_waiting = []
 
     def results(self, limit):
         """Up to ``limit`` finished tasks' results (Loaded), without waiting."""
@@ -91,6 +107,7 @@ class FileWorker:
 
     def stop(self):
         """Finish the tasks already given (removals included), then end the threads."""
+        self.hand_over()
         self.loads.put(None)
         for _ in range(REMOVERS):
             self.removals.put(None)
@@ -103,13 +120,14 @@ class FileWorker:
             task = tasks.get()
             if task is None:
                 return
-            kind, source, queue_id = task
+            kind, source, which = task      # which: a queue ID, or a list of them (remove)
             try:
-                result = self._load(source, queue_id) if kind == "load" else self._remove(queue_id)
+                found = [self._load(source, which)] if kind == "load" else self._remove(which)
             except Exception as error:        # never lose the thread (or the message)
-                log.warning("%s: queue file %s failed: %s", queue_id, kind, error)
-                result = Loaded(source, queue_id, "error") if kind == "load" else None
-            if result is not None:
+                log.warning("%s: queue file %s failed: %s",
+                            which if kind == "load" else ", ".join(which), kind, error)
+                found = [Loaded(source, which, "error")] if kind == "load" else []
+            for result in found:
                 self.done.put(result)
                 if self.done.qsize() == 1:
                     self.wake()     # more results: the loop was woken for the first one
@@ -119,39 +137,47 @@ class FileWorker:
 
     def _load(self, source, queue_id):
         path = self._path("active", queue_id)
-        if not move(self.queue_directory, queue_id, source, "active"):
+        error, stage, locked, size, head = fileio.load_file(
+            self._path(source, queue_id), path, queuefile.HEAD_BYTES)
+        if error == errno.ENOENT and stage == "rename":
             return Loaded(source, queue_id, "vanished")
-        try:
-            descriptor = os.open(path, os.O_RDONLY)
-        except OSError as error:
-            log.warning("%s: cannot open queue file: %s", queue_id, error)
+        if error:
+            log.warning("%s: cannot %s queue file: %s", queue_id, stage, os.strerror(error))
             return Loaded(source, queue_id, "error")
+        if locked:
+            # An agent of an earlier queue manager still delivers it: try
+            # again later instead of sending it twice.
+            log.info("%s: still being delivered by an earlier request; deferred", queue_id)
+            move(self.queue_directory, queue_id, "active", "deferred",
+                 mtime=time.time() + self.locked_backoff)
+            return Loaded(source, queue_id, "locked")
         try:
-            if _being_delivered(descriptor):
-                # An agent of an earlier queue manager still delivers it: try
-                # again later instead of sending it twice.
-                log.info("%s: still being delivered by an earlier request; deferred", queue_id)
-                move(self.queue_directory, queue_id, "active", "deferred",
-                     mtime=time.time() + self.locked_backoff)
-                return Loaded(source, queue_id, "locked")
-            return Loaded(source, queue_id, "ok", queuefile.read_queue_file(path, descriptor))
+            return Loaded(source, queue_id, "ok",
+                          queuefile.read_queue_file(path, size=size, head=head))
         except queuefile.CorruptQueueFile as error:
             queuefile.move_to_corrupt(self.queue_directory, path, str(error))
             return Loaded(source, queue_id, "corrupt")
-        except OSError as error:
+        except OSError as error:        # a file larger than the head, read again
             log.warning("%s: cannot read queue file: %s", queue_id, error)
             return Loaded(source, queue_id, "error")
-        finally:
-            os.close(descriptor)        # also releases the probe's lock
 
-    def _remove(self, queue_id):
-        try:
-            os.unlink(self._path("active", queue_id))
-        except FileNotFoundError:
-            return Loaded("active", queue_id, "requeued")     # moved by postclient super
-        statuslog.remove_status(self.queue_directory, queue_id)
-        log_line(log, f"{queue_id}: removed")
-        return None
+    def _remove(self, queue_ids):
+        """Remove delivered messages: every file first (each unlink is its
+        message's commit point), then the status logs of those removed."""
+        errors = fileio.unlink_paths([self._path("active", queue_id) for queue_id in queue_ids])
+        removed, found = [], []
+        for queue_id, error in zip(queue_ids, errors):
+            if not error:
+                removed.append(queue_id)
+            elif error == errno.ENOENT:
+                found.append(Loaded("active", queue_id, "requeued"))    # moved by postclient super
+            else:
+                log.warning("%s: cannot remove queue file: %s", queue_id, os.strerror(error))
+        if removed:
+            fileio.unlink_paths([path for queue_id in removed
+                                 for path in statuslog.status_paths(self.queue_directory, queue_id)])
+            log_lines(log, [f"{queue_id}: removed" for queue_id in removed])
+        return found
 
 
 def move(queue_directory, queue_id, source, target, mtime=None):
@@ -171,14 +197,3 @@ def move(queue_directory, queue_id, source, target, mtime=None):
     except FileNotFoundError:
         return False
     return True
-
-
-def _being_delivered(descriptor):
-    """True while a delivery agent holds its shared lock on the file.
-
-    The probe's own lock stays until the caller closes the descriptor."""
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    return False

@@ -176,7 +176,7 @@ def write_queue_file(directory, queue_id, *, sender, recipients, content, arriva
     return path
 
 
-def records(descriptor, size, limit=MAX_ENVELOPE_RECORD, with_content=False):
+def records(descriptor, size, limit=MAX_ENVELOPE_RECORD, with_content=False, head=None):
     """Yield the records of an open queue file of ``size`` bytes, the end record last,
     as (type, payload or None, payload offset, next position); payload None for M,
     unless ``with_content`` and the first read held all of it.
@@ -188,9 +188,12 @@ def records(descriptor, size, limit=MAX_ENVELOPE_RECORD, with_content=False):
     per delivery, so this makes one system call and little work per record.
     A record outside the buffer (a long envelope, the end after a large
     content record) is read with another pread; the content never is.
-    pread leaves the descriptor's position alone.
+    pread leaves the descriptor's position alone.  ``head``: that first
+    read, made already by the caller (the file's first min(size,
+    HEAD_BYTES) bytes); ``descriptor`` may then be None if ``head`` is the
+    whole file.
     """
-    data = os.pread(descriptor, min(size, HEAD_BYTES), 0)
+    data = head if head is not None else os.pread(descriptor, min(size, HEAD_BYTES), 0)
     start, loaded = 0, len(data)        # data holds the file's bytes [start, loaded)
     if data[:len(MAGIC)] != MAGIC:
         raise CorruptQueueFile("not a postclient queue file (bad magic)")
@@ -228,7 +231,7 @@ def records(descriptor, size, limit=MAX_ENVELOPE_RECORD, with_content=False):
             return
 
 
-def read_queue_file(path, descriptor=None, size=None, with_content=False):
+def read_queue_file(path, descriptor=None, size=None, with_content=False, head=None):
     """Parse and validate the envelope of ``path``; CorruptQueueFile if it is not sound.
 
     The content is not read (open_content() streams it): only its record's
@@ -239,19 +242,23 @@ def read_queue_file(path, descriptor=None, size=None, with_content=False):
     ``with_content``: keep the content's bytes in QueueFile.content when the first
     read held them (most messages: HEAD_BYTES), for a delivery agent that
     sends it next - one pread less per message; else QueueFile.content is None.
+    ``head``: the file's first min(size, HEAD_BYTES) bytes, read already
+    with ``size`` (the queue manager's fileio.load_file()); the file is
+    opened only if the envelope goes on past them.
     """
-    own = descriptor is None
+    whole = head is not None and size is not None and len(head) == size
+    own = descriptor is None and not whole
     if own:
         descriptor = os.open(path, os.O_RDONLY)
     try:
-        if size is None or own:
+        if size is None or (own and head is None):
             size = os.fstat(descriptor).st_size
         values = {}
         client = {}
         recipients = []
         content = None
         inline = None
-        found = records(descriptor, size, with_content=with_content)
+        found = records(descriptor, size, with_content=with_content, head=head)
         for kind, payload, payload_offset, position in found:
             if kind == b"R":
                 fields = payload[1:].decode("utf-8", "surrogateescape").split("\0")

@@ -1,6 +1,6 @@
 """Per-message status logs: what happened to each recipient, for DSNs and the queue listing.
 
-Exports append_status(), read_status(), remove_status(), StatusRecord,
+Exports append_status(), read_status(), remove_status(), status_paths(), StatusRecord,
 LOG_KINDS ("bounce", "defer", "trace") and WARNED_SUFFIX.
 
 Postfix keeps one logfile per message under bounce/, defer/ and trace/; the
@@ -79,11 +79,16 @@ def read_status(queue_directory, kind, queue_id):
     return records
 
 
-def remove_status(queue_directory, queue_id):
-    """Remove every status log of a message, and its delay-warning mark."""
+def status_paths(queue_directory, queue_id):
+    """Every status log a message may have, and its delay-warning mark."""
     paths = [_path(queue_directory, kind, queue_id) for kind in LOG_KINDS]
     paths.append(_path(queue_directory, "defer", queue_id) + WARNED_SUFFIX)
-    for path in paths:
+    return paths
+
+
+def remove_status(queue_directory, queue_id):
+    """Remove every status log of a message, and its delay-warning mark."""
+    for path in status_paths(queue_directory, queue_id):
         try:
             os.unlink(path)
         except FileNotFoundError:

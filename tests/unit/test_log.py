@@ -78,6 +78,26 @@ def test_line_writes_what_logger_info_writes(tmp_path):
     assert len(lines(logfile)) == 2
 
 
+def test_lines_write_several_lines_in_one_write(tmp_path, monkeypatch):
+    logfile = tmp_path / "maillog"
+    log.setup_logging(config_for(tmp_path, f"maillog_file = {logfile}\n"), "qmgr")
+    child = logging.getLogger(log.LOGGER_NAME + ".qmgr")
+    writes = []
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: writes.append(data) or real_write(fd, data))
+    log.lines(child, ["Q1: removed", "Q2: removed", "Q3: removed"])
+    log.lines(child, [])
+    pid = str(os.getpid())
+    assert lines(logfile) == [("postclient/qmgr", pid, f"Q{n}: removed") for n in (1, 2, 3)]
+    assert len(writes) == 1
+    seen = []
+    extra = logging.Handler()
+    extra.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger(log.LOGGER_NAME).addHandler(extra)    # another listener: through logging
+    log.lines(child, ["Q4: removed", "Q5: removed"])
+    assert seen == ["Q4: removed", "Q5: removed"] and len(lines(logfile)) == 5
+
+
 def test_line_goes_through_logging_where_others_listen(tmp_path, caplog):
     child = logging.getLogger(log.LOGGER_NAME + ".qmgr")
     with caplog.at_level(logging.INFO):

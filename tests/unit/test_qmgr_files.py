@@ -76,9 +76,43 @@ def test_a_removal_takes_the_status_logs_and_reports_a_file_moved_away(queue_dir
     statuslog.append_status(str(queue_dir), "trace", "DONE", statuslog.StatusRecord(recipient="r@example.com"))
     worker.remove("DONE")
     worker.remove("MOVED")                      # postclient super moved it meanwhile
+    time.sleep(0.1)
+    assert os.listdir(queue_dir / "active") == ["DONE"]     # waits for the loop's hand-over
+    worker.hand_over()
     (requeued,) = results(worker, 1)
     assert (requeued.queue_id, requeued.outcome) == ("MOVED", "requeued")
     assert os.listdir(queue_dir / "active") == [] and os.listdir(queue_dir / "trace") == []
+
+
+def test_a_batch_of_removals_is_one_task_and_logs_every_removal(queue_dir, tmp_path):
+    from postclient import log
+    from postclient.config.config import Config
+    maillog = tmp_path / "maillog"
+    (tmp_path / "main.cf").write_text(f"maillog_file = {maillog}\n")
+    log.setup_logging(Config.load(str(tmp_path), process_name="qmgr"), "qmgr")
+    files = FileWorker(str(queue_dir), locked_backoff=60, wake=lambda: None)
+    ids = [f"B{n}" for n in range(30)]
+    for queue_id in ids:
+        queue_file(queue_dir, "active", queue_id)
+        statuslog.append_status(str(queue_dir), "defer", queue_id,
+                                statuslog.StatusRecord(recipient="r@example.com"))
+        files.remove(queue_id)
+    (queue_dir / "active" / "B7").unlink()      # moved away meanwhile
+    (queue_dir / "active" / "B9").unlink()
+    (queue_dir / "active" / "B9").mkdir()       # cannot be unlinked: not removed, logs kept
+    files.hand_over()
+    assert files.removals.qsize() == 1          # one task for the whole pass
+    files.start()
+    files.stop()
+    assert os.listdir(queue_dir / "active") == ["B9"]
+    # the logs stay where the message lives on: moved away (B7) or not removed (B9)
+    assert sorted(os.listdir(queue_dir / "defer")) == ["B7", "B9"]
+    found = files.results(100)
+    assert [(r.queue_id, r.outcome) for r in found] == [("B7", "requeued")]
+    removed = [line.split(": ")[-2] for line in maillog.read_text().splitlines()
+               if line.endswith(": removed")]
+    assert removed == [queue_id for queue_id in ids if queue_id not in ("B7", "B9")]
+    assert "B9: cannot remove queue file: Is a directory" in maillog.read_text()
 
 
 def test_stop_carries_out_the_removals_already_given(queue_dir):

@@ -130,6 +130,31 @@ def test_truncations_of_a_file_larger_than_the_first_read_are_detected(tmp_path)
         with pytest.raises(queuefile.CorruptQueueFile):
             queuefile.read_queue_file(path)
 
+def test_a_head_read_by_the_caller_gives_the_same_parse(tmp_path, monkeypatch):
+    # small: the head is the whole file, which is never opened again
+    path = write(tmp_path)
+    data = open(path, "rb").read()
+    expected = queuefile.read_queue_file(path)
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    assert queuefile.read_queue_file(path, size=len(data), head=data) == expected
+    assert opened == []
+    # large: the envelope goes on past the head, so the file is opened for the rest
+    recipients = [Recipient(f"r{n}@example.com", original=f"{n}" * 5000) for n in range(5)]
+    path = write(tmp_path, recipients=recipients)
+    data = open(path, "rb").read()
+    head = data[:queuefile.HEAD_BYTES]
+    assert queuefile.read_queue_file(path, size=len(data), head=head) == \
+        queuefile.read_queue_file(path)
+    assert opened.count(path) == 2
+    # a head that does not hold a sound envelope is corrupt, as the file would be
+    with pytest.raises(queuefile.CorruptQueueFile, match="runs past the end of the file"):
+        queuefile.read_queue_file(path, size=100, head=data[:100])
+    with pytest.raises(queuefile.CorruptQueueFile, match="bad magic"):
+        queuefile.read_queue_file(path, size=4, head=b"XXXX")
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: b"XXXX" + d[4:], "bad magic"),
     (lambda d: d + b"junk", "data after the end record"),
