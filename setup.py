@@ -13,7 +13,7 @@ from setuptools import Extension, find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-EXTENSION_PACKAGES = {"_fileio_c": "queue"}
+EXTENSION_PACKAGES = {"_fileio_c": "queue", "_records_c": "queue"}
 
 
 def codec_extensions():

@@ -2,8 +2,9 @@
 
 Checks main.cf (syntax and every parameter's value), master.cf (columns and
 each service's ``-o`` overrides), opens every lookup table that main.cf or a
-master.cf override names, and reports whether the compiled codec and queue
-file I/O (postclient.queue.fileio) or their Python twins are in use.  Prints every problem found, not only the first, and
+master.cf override names, and reports whether the compiled hot paths (the
+codec, the queue manager's file I/O, the queue file scanner) or their pure-Python
+versions are in use.  Prints every problem found, not only the first, and
 exits 78 (EX_CONFIG) if there was any.
 """
 
@@ -73,13 +74,13 @@ def run(args):
     if queue_directory and not os.path.isdir(queue_directory):
         warn("check", f"queue_directory {queue_directory} does not exist yet")
     from .. import codec
-    from ..queue import fileio
+    from ..queue import fileio, queuefile
 
-    for name, module in (("codec", codec), ("queue file I/O", fileio)):
-        implementation = getattr(module, "IMPLEMENTATION", "missing")
+    for name, implementation in (("codec", codec.IMPLEMENTATION),
+                                 ("queue file I/O", fileio.IMPLEMENTATION),
+                                 ("queue file scanner", queuefile.SCANNER)):
         print(f"{name}: {implementation}" + (
-            " (compiled)" if implementation == "cython" else
-            " (pure-Python twin)" if implementation == "python" else ""))
+            " (compiled)" if implementation == "cython" else " (pure Python)"))
     print(f"main.cf: {config.main_cf_path}: {len(config.settings)} settings")
     print(f"master.cf: {master_path}: {len(services)} services")
     print(f"lookup tables: {len(seen_tables)} checked")

@@ -42,6 +42,22 @@ ENVELOPE_TYPES = {b"A": "arrival_time", b"S": "sender", b"I": "envid", b"T": "re
 ENCODINGS = ("7bit", "8bit", "unknown")
 
 
+def _compiled_scanner():
+    """pyx/_records_c.pyx's scan(), or None (POSTCLIENT_NO_EXTENSIONS=1, not built):
+    records() is the same without it, only slower."""
+    if os.environ.get("POSTCLIENT_NO_EXTENSIONS", "") not in ("", "0"):
+        return None
+    try:
+        from ._records_c import scan
+    except ImportError:
+        return None
+    return scan
+
+
+_scan = _compiled_scanner()
+SCANNER = "cython" if _scan is not None else "python"     # for postclient check
+
+
 class CorruptQueueFile(Exception):
     """The file is truncated or malformed; ``str()`` says where and what."""
 
@@ -184,20 +200,44 @@ def records(descriptor, size, limit=MAX_ENVELOPE_RECORD, with_content=False, hea
     CorruptQueueFile for a bad magic or a record that is malformed or
     truncated.  The first pread takes HEAD_BYTES, which hold the envelope
     (and for most messages the whole file), and records are cut from that
-    buffer in place with one regex match each: the queue file is read twice
-    per delivery, so this makes one system call and little work per record.
-    A record outside the buffer (a long envelope, the end after a large
-    content record) is read with another pread; the content never is.
-    pread leaves the descriptor's position alone.  ``head``: that first
-    read, made already by the caller (the file's first min(size,
-    HEAD_BYTES) bytes); ``descriptor`` may then be None if ``head`` is the
-    whole file.
+    buffer in place: the queue file is read twice per delivery, so this
+    makes one system call and little work per record.  A record outside the
+    buffer (a long envelope, the end after a large content record) is read
+    with another pread; the content never is.  pread leaves the
+    descriptor's position alone.  ``head``: that first read, made already
+    by the caller (the file's first min(size, HEAD_BYTES) bytes);
+    ``descriptor`` may then be None if ``head`` is the whole file.
     """
+    data, found, position = _first_records(descriptor, size, limit, with_content, head)
+    yield from found                    # before any error found later (postclient cat)
+    if not found or found[-1][0] != b"E":
+        yield from _more_records(descriptor, size, limit, with_content, data, position)
+
+
+def _record_list(descriptor, size, limit, with_content, head):
+    """records(), as a list."""
+    data, found, position = _first_records(descriptor, size, limit, with_content, head)
+    if not found or found[-1][0] != b"E":
+        found.extend(_more_records(descriptor, size, limit, with_content, data, position))
+    return found
+
+
+def _first_records(descriptor, size, limit, with_content, head):
+    """The first read, checked for the magic, and what the compiled scanner cut
+    from it: (data, records, position where _more_records() goes on)."""
     data = head if head is not None else os.pread(descriptor, min(size, HEAD_BYTES), 0)
-    start, loaded = 0, len(data)        # data holds the file's bytes [start, loaded)
     if data[:len(MAGIC)] != MAGIC:
         raise CorruptQueueFile("not a postclient queue file (bad magic)")
-    position = len(MAGIC)
+    if _scan is None:
+        return data, [], len(MAGIC)
+    found, position = _scan(data, 0, len(MAGIC), size, limit, with_content)
+    return data, found, position
+
+
+def _more_records(descriptor, size, limit, with_content, data, position):
+    """The records from ``position`` on (``data`` holds the file's first bytes): the
+    rules of the format, every check and every error message (records())."""
+    start, loaded = 0, len(data)        # data holds the file's bytes [start, loaded)
     match = _RECORD_HEAD.match
     while True:
         if position + _MAX_HEAD > loaded < size:
@@ -258,7 +298,7 @@ def read_queue_file(path, descriptor=None, size=None, with_content=False, head=N
         recipients = []
         content = None
         inline = None
-        found = records(descriptor, size, with_content=with_content, head=head)
+        found = _record_list(descriptor, size, MAX_ENVELOPE_RECORD, with_content, head)
         for kind, payload, payload_offset, position in found:
             if kind == b"R":
                 fields = payload[1:].decode("utf-8", "surrogateescape").split("\0")
@@ -294,7 +334,7 @@ def read_queue_file(path, descriptor=None, size=None, with_content=False, head=N
     encoding = values.get("encoding", "unknown")
     if encoding not in ENCODINGS:
         raise CorruptQueueFile(f"bad body encoding {encoding!r}")
-    return QueueFile(path=path, queue_id=os.path.basename(path), arrival_time=arrival,
+    return QueueFile(path=path, queue_id=path.rpartition("/")[2], arrival_time=arrival,
                      sender=values["sender"], recipients=recipients, content_offset=content[0],
                      content_size=content[1], envid=values.get("envid", ""),
                      ret=values.get("ret", ""), encoding=encoding,

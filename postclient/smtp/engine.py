@@ -71,12 +71,17 @@ class Outcome:
 # a child re-reads main.cf at start and its Config never changes (Config.get()
 # caches too), so tables are opened once per process, as Postfix's smtp(8) does.
 _per_config = weakref.WeakKeyDictionary()
+_last = (None, None)        # the Config asked for last and its memo (a process has one)
 
 
 def _memo(config, key, make):
-    memo = _per_config.get(config)
-    if memo is None:
-        memo = _per_config[config] = {}
+    global _last
+    last_config, memo = _last   # one tuple: threads never see a config with another's memo
+    if last_config is not config:
+        memo = _per_config.get(config)
+        if memo is None:
+            memo = _per_config[config] = {}
+        _last = (config, memo)
     try:
         return memo[key]
     except KeyError:

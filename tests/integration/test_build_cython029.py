@@ -71,3 +71,11 @@ def test_pyx_built_with_cython_0_29_matches_the_twins(tmp_path):
             2, "rename")
         assert module.unlink_paths([tmp_path / "moved", tmp_path / "moved"]) == [0, 2]
         (tmp_path / "queue-file").write_bytes(b"x" * 5000)
+    from postclient.queue import queuefile
+    path = queuefile.write_queue_file(str(tmp_path), "QID", sender="s@example.com",
+                                      recipients=["r@example.com"], content=b"x\r\n",
+                                      arrival_time=1.0)
+    data = open(path, "rb").read()
+    python = list(queuefile._more_records(None, len(data), 100, True, data, len(queuefile.MAGIC)))
+    assert modules["_records_c.pyx"].scan(data, 0, len(queuefile.MAGIC), len(data), 100, True) \
+        == (python, len(data))

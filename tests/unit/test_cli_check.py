@@ -39,10 +39,11 @@ def test_a_good_configuration_passes_and_reports_the_codec(capsys, confdir):
 
 def test_codec_implementation_is_reported_truthfully(capsys, confdir):
     from postclient import codec
-    from postclient.queue import fileio
+    from postclient.queue import fileio, queuefile
     _, out, _ = run(capsys, "check", "-c", str(confdir))
     assert f"codec: {codec.IMPLEMENTATION}" in out
     assert f"queue file I/O: {fileio.IMPLEMENTATION}" in out
+    assert f"queue file scanner: {queuefile.SCANNER}" in out
 
 
 def test_every_error_is_reported_with_its_location(capsys, confdir):

@@ -1,6 +1,11 @@
-"""Queue files: round trip, done marks, streaming, and every kind of corruption."""
+"""Queue files: round trip, done marks, streaming, and every kind of corruption.
+
+Every test runs twice: with the compiled record scanner (pyx/_records_c.pyx,
+queuefile._scan) and without it, where records() does everything in Python.
+"""
 
 import os
+import random
 
 import pytest
 
@@ -8,6 +13,61 @@ from postclient.queue import qid, queuefile, statuslog
 from postclient.smtp.request import Recipient
 
 CONTENT = b"Subject: test\r\n\r\nline one\n.dot line\nraw \xff byte\n"
+
+
+@pytest.fixture(autouse=True, params=["compiled scanner", "python only"])
+def scanner(request, monkeypatch):
+    if request.param == "python only":
+        monkeypatch.setattr(queuefile, "_scan", None)
+    elif queuefile._scan is None:
+        pytest.skip("compiled scanner not loaded: see test_the_compiled_scanner_is_loaded")
+    return request.param
+
+
+def test_the_compiled_scanner_is_loaded(scanner):
+    if scanner == "python only" or os.environ.get("POSTCLIENT_NO_EXTENSIONS", "") not in ("", "0"):
+        return
+    from postclient.queue import _records_c
+    assert queuefile._scan is _records_c.scan
+
+
+def outcome(path, **options):
+    """What records() gives for a file: its records, or the error's text."""
+    size = os.path.getsize(path)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        return list(queuefile.records(descriptor, size, **options))
+    except queuefile.CorruptQueueFile as error:
+        return str(error)
+    finally:
+        os.close(descriptor)
+
+
+def test_the_scanner_gives_what_python_gives_for_damaged_files(tmp_path, scanner, monkeypatch):
+    if scanner == "python only":
+        return
+    rng = random.Random(6)
+    path = write(tmp_path, recipients=[Recipient(f"r{n}@example.com") for n in range(3)])
+    good = open(path, "rb").read()
+    for trial in range(3000):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data))
+            choice = rng.random()
+            if choice < 0.4:
+                data[at] = rng.choice(b"0123456789:\nPDMER\0x")
+            elif choice < 0.7:
+                del data[at:at + rng.randint(1, 20)]
+            else:
+                data[at:at] = bytes(rng.choice(b"0123456789:\nE") for _ in range(rng.randint(1, 5)))
+        with open(path, "wb") as handle:
+            handle.write(data)
+        for options in ({}, {"with_content": True}, {"limit": 30}):
+            compiled = outcome(path, **options)
+            monkeypatch.setattr(queuefile, "_scan", None)
+            python = outcome(path, **options)
+            monkeypatch.undo()
+            assert compiled == python, (trial, options, bytes(data))
 
 
 def write(tmp_path, **overrides):
