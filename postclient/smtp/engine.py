@@ -445,11 +445,7 @@ class _Delivery:
         ready = self.ready_at.get(index, now)
         setup = max(0.0, ready - self.started)
         transmission = max(0.0, now - ready)
-
-        def fmt(seconds):
-            text = f"{seconds:.{digits}f}" if digits else str(int(seconds))
-            return text.rstrip("0").rstrip(".") if "." in text else text
-
+        fmt = _DELAY_FORMATS[digits]
         recipient = self.request.recipients[index]
         orig = f", orig_to=<{recipient.original}>" if recipient.original and \
             recipient.original != recipient.address else ""
@@ -457,6 +453,21 @@ class _Delivery:
                 f"delay={fmt(now - self.request.arrival_time)}, "
                 f"delays={fmt(queued)}/0/{fmt(setup)}/{fmt(transmission)}, "
                 f"dsn={result.dsn}, status={result.status} ({result.text})")
+
+
+def _delay_format(digits):
+    """The delay= and delays= figures with ``digits`` decimals at most, trailing zeros
+    dropped (Postfix: "delay=0.12, delays=0.01/0/0.05/0.06")."""
+    if not digits:
+        return lambda seconds: str(int(seconds))
+    pattern = f"{{:.{digits}f}}".format
+
+    def fmt(seconds):
+        return pattern(seconds).rstrip("0").rstrip(".")
+    return fmt
+
+
+_DELAY_FORMATS = [_delay_format(digits) for digits in range(7)]   # 0..6, as the parameter
 
 
 class Batch:

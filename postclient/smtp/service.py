@@ -143,13 +143,16 @@ def _deliver_batch(attributes, messages, flags, batch, context, locks):
     replies, stop = [], None
     stopping = getattr(context, "lifeline_closed", None)   # the master went away (skeleton)
     prepared = {}       # position -> _prepare() result, made once
+    singles = {}        # position -> single(), made once
 
     def single(position):
-        last = position == len(messages) - 1
-        return dict(messages[position], nexthop=attributes.get("nexthop"), flags={
-            # keep the session open for the next message; the last follows the batch's flags
-            "use_cached_connection": bool(flags.get("use_cached_connection")) or position > 0,
-            "store_connection": bool(flags.get("store_connection")) or not last})
+        if position not in singles:
+            last = position == len(messages) - 1
+            singles[position] = dict(messages[position], nexthop=attributes.get("nexthop"), flags={
+                # keep the session open for the next message; the last follows the batch's flags
+                "use_cached_connection": bool(flags.get("use_cached_connection")) or position > 0,
+                "store_connection": bool(flags.get("store_connection")) or not last})
+        return singles[position]
 
     def prepare(position):
         if position not in prepared:
