@@ -193,3 +193,17 @@ def test_session_options_for_a_message_are_a_copy_with_its_age():
     assert (options.line_length_limit, options.pix_delay, options.message_age) == (500, 3, 42.5)
     assert options == dataclasses.replace(base, message_age=42.5) and options is not base
     assert base.message_age == 0.0
+
+
+# --- the delivery log line ------------------------------------------------------------
+
+@pytest.mark.parametrize("digits, expected", [
+    (0, ["0", "0", "1", "12", "100"]),
+    (1, ["0", "0.1", "1", "12.3", "100"]),
+    (2, ["0", "0.1", "1", "12.35", "100"]),
+    (6, ["0", "0.1", "1", "12.345678", "100"]),
+])
+def test_delay_figures_keep_the_resolution_and_drop_trailing_zeros(digits, expected):
+    from postclient.smtp.engine import _DELAY_FORMATS
+    fmt = _DELAY_FORMATS[digits]          # delay_logging_resolution_limit = digits
+    assert [fmt(seconds) for seconds in (0.0, 0.1, 1.0, 12.3456781, 100.0)] == expected
