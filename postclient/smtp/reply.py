@@ -244,6 +244,12 @@ class ReplyReader:
             if len(line) > limit:
                 line = line[:limit]
                 self._truncated = True
+            if not (self._lines or self._garbage or self._truncated):
+                # the usual case: a one-line reply the server sent before (from_lines())
+                reply = _recent.get((Reply, line, False, False))
+                if reply is not None:
+                    self._ready_at = at
+                    return reply
             if _LAST_LINE.match(line):
                 lines = self._lines
                 lines.append(line)

@@ -32,6 +32,19 @@ def test_equal_short_replies_are_shared_and_long_or_flagged_ones_are_not():
     assert c == d and c is not d
 
 
+def test_a_known_last_line_is_shared_only_as_a_reply_of_its_own():
+    known = ReplyReader().feed(b"250 b\r\n")[0]
+    [multi] = ReplyReader().feed(b"250-a\r\n250 b\r\n")      # the known line ends a longer reply
+    assert multi is not known and multi.lines == ("250-a", "250 b")
+    [cut] = ReplyReader(line_length_limit=5).feed(b"250 bbbb\r\n")
+    assert cut.text == "250 b" and cut.truncated and cut is not known
+    [flagged] = ReplyReader().feed(b"junk\r\n250 b\r\n")
+    assert flagged.garbage and flagged is not known
+    reader = ReplyReader()
+    assert reader.feed(b"250 b\r\n250 b\r\n") == [known, known]
+    assert reader.feed(b"250 b\r\n")[0] is known and not reader.in_reply
+
+
 def test_shared_replies_stay_bounded():
     from postclient.smtp import reply
     for i in range(3 * reply._RECENT_MAX):
