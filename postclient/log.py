@@ -57,12 +57,23 @@ def line(logger, text):
     formatting and writing the line (5% of the agent against 3%, sampled
     with py-spy).  Anywhere else (setup_logging() not called, as in tests that
     capture records, or handlers added since) it is logger.info()."""
-    handler = _direct["handler"]
-    if (handler is not None and _direct["logger"].handlers == [handler]
-            and logger.isEnabledFor(logging.INFO)):
+    handler = _direct_handler(logger)
+    if handler is not None:
         handler.emit_text(logging.INFO, text)
     else:
         logger.info("%s", text)
+
+
+def _direct_handler(logger):
+    """The handler setup_logging() installed, while it is the only one and info
+    lines are wanted; else None (line() and lines() go through logging)."""
+    handler = _direct["handler"]
+    if handler is None:
+        return None
+    handlers = _direct["logger"].handlers
+    if len(handlers) != 1 or handlers[0] is not handler or not logger.isEnabledFor(logging.INFO):
+        return None
+    return handler
 
 
 def lines(logger, texts):
@@ -71,9 +82,8 @@ def lines(logger, texts):
     hand-off of the GIL, postclient/queue/fileio.py)."""
     if not texts:
         return
-    handler = _direct["handler"]
-    if (handler is not None and _direct["logger"].handlers == [handler]
-            and logger.isEnabledFor(logging.INFO)):
+    handler = _direct_handler(logger)
+    if handler is not None:
         handler.emit_text(logging.INFO, *texts)
     else:
         for text in texts:
@@ -126,10 +136,12 @@ class MaillogFileHandler(logging.Handler):
 
     def emit_text(self, level, *texts):
         """Lines of ``level`` without a LogRecord (line(), lines()), in one write."""
+        prefix = _PREFIX.get(level, "")
+        if prefix:
+            texts = [prefix + text for text in texts]
         with self.lock:
             try:
-                prefix = _PREFIX.get(level, "")
-                self._write(time.time(), *(prefix + text for text in texts))
+                self._write(time.time(), *texts)
             except Exception:
                 self.handleError(logging.makeLogRecord({"msg": texts[0], "levelno": level}))
 
@@ -148,8 +160,10 @@ class MaillogFileHandler(logging.Handler):
             self._stream.flush()
             return
         data = line.encode("utf-8", "backslashreplace")
-        while data:
-            data = data[os.write(self._descriptor, data):]
+        written = os.write(self._descriptor, data)
+        while written < len(data):          # a short write (a full disk, a signal)
+            data = data[written:]
+            written = os.write(self._descriptor, data)
 
     def close(self):
         if self._descriptor is not None:
