@@ -113,7 +113,10 @@ class Reply:
         """
         lines = tuple(lines)
         last = lines[-1]
-        key = (cls, last, garbage, truncated) if len(lines) == 1 and len(last) <= 128 else None
+        # Only a line that ends a reply is kept (ReplyReader.next_reply() takes a
+        # known line for a whole reply before it looks at the line itself).
+        key = (cls, last, garbage, truncated) if (
+            len(lines) == 1 and len(last) <= 128 and _LAST_LINE.match(last)) else None
         reply = _recent.get(key)
         if reply is None:
             code = int(last[:3])

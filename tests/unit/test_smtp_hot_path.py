@@ -40,6 +40,9 @@ def test_a_known_last_line_is_shared_only_as_a_reply_of_its_own():
     assert cut.text == "250 b" and cut.truncated and cut is not known
     [flagged] = ReplyReader().feed(b"junk\r\n250 b\r\n")
     assert flagged.garbage and flagged is not known
+    Reply.make("250-c")                 # not a reply's end: never taken for one
+    [continued] = ReplyReader().feed(b"250-c\r\n250 d\r\n")
+    assert continued.lines == ("250-c", "250 d")
     reader = ReplyReader()
     assert reader.feed(b"250 b\r\n250 b\r\n") == [known, known]
     assert reader.feed(b"250 b\r\n")[0] is known and not reader.in_reply
