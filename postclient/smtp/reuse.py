@@ -218,9 +218,16 @@ _tables = {}     # smtp_connection_cache_destinations tables, opened once per pr
 _identities = weakref.WeakKeyDictionary()   # Config -> {protocol: identity}: a Config never changes
 
 
+_last_identities = (None, None)     # the Config asked for last and its entry (a process has one)
+
+
 def _identity(config, protocol):
     """The label suffix: the service, the HELO name and the source addresses."""
-    known = _identities.setdefault(config, {})
+    global _last_identities
+    last_config, known = _last_identities   # one tuple: never a config with another's entry
+    if last_config is not config:
+        known = _identities.setdefault(config, {})
+        _last_identities = (config, known)
     identity = known.get(protocol)
     if identity is None:
         def get(name):
