@@ -29,7 +29,7 @@ Compatible with Cython 0.29.32 (Debian bookworm) and Cython 3.x.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 
-_MAX_HEAD = 16              # type byte, 1 to 13 digits and the colon (queuefile._MAX_HEAD)
+cdef long long _MAX_HEAD = 16  # type byte, 1 to 13 digits and the colon (queuefile._MAX_HEAD)
 _KINDS = [bytes([code]) for code in range(256)]
 
 
