@@ -23,30 +23,13 @@ is "no", the server lacks 8BITMIME and the message is not declared 7bit).
 See docs/codec.md for the rules.
 """
 
-import os
-
 from postclient.codec._common import MimeError
+from postclient.extensions import load
 
 __all__ = ["encode", "Encoder", "MimeError", "IMPLEMENTATION"]
 
-# Why the compiled module is not in use (None when it is); for `postclient
-# check` and for the test that fails when the extension silently did not load.
-_import_error = None
-
-
-def _extensions_disabled():
-    return os.environ.get("POSTCLIENT_NO_EXTENSIONS", "") not in ("", "0")
-
-
-if _extensions_disabled():
-    from postclient.codec._encode_py import Encoder, encode
-    IMPLEMENTATION = "python"
-    _import_error = "disabled by POSTCLIENT_NO_EXTENSIONS"
-else:
-    try:
-        from postclient.codec._encode_c import Encoder, encode
-        IMPLEMENTATION = "cython"
-    except ImportError as error:
-        from postclient.codec._encode_py import Encoder, encode
-        IMPLEMENTATION = "python"
-        _import_error = f"{type(error).__name__}: {error}"
+# _import_error: why the compiled module is not in use (None when it is); for
+# `postclient check` and for the test that fails when it silently did not load.
+_module, IMPLEMENTATION, _import_error = load("postclient.codec._encode_c",
+                                              "postclient.codec._encode_py")
+Encoder, encode = _module.Encoder, _module.encode

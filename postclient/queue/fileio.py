@@ -22,21 +22,11 @@ context switches fell from about 3 to 2 per message and its CPU by a
 quarter (bench/RESULTS.md, "Session 9").
 """
 
-import os
+from postclient.extensions import load
 
 __all__ = ["unlink_paths", "load_file", "IMPLEMENTATION"]
 
-_import_error = None    # why the compiled twin is not in use (None when it is)
-
-if os.environ.get("POSTCLIENT_NO_EXTENSIONS", "") not in ("", "0"):
-    from postclient.queue._fileio_py import load_file, unlink_paths
-    IMPLEMENTATION = "python"
-    _import_error = "disabled by POSTCLIENT_NO_EXTENSIONS"
-else:
-    try:
-        from postclient.queue._fileio_c import load_file, unlink_paths
-        IMPLEMENTATION = "cython"
-    except ImportError as error:
-        from postclient.queue._fileio_py import load_file, unlink_paths
-        IMPLEMENTATION = "python"
-        _import_error = f"{type(error).__name__}: {error}"
+# _import_error: why the compiled twin is not in use (None when it is)
+_module, IMPLEMENTATION, _import_error = load("postclient.queue._fileio_c",
+                                              "postclient.queue._fileio_py")
+load_file, unlink_paths = _module.load_file, _module.unlink_paths

@@ -27,6 +27,7 @@ first by statuslog.append_status().
 import os
 import re
 
+from .. import extensions
 from ..record import Record
 
 MAGIC = b"PCQ1\n"
@@ -42,20 +43,8 @@ ENVELOPE_TYPES = {b"A": "arrival_time", b"S": "sender", b"I": "envid", b"T": "re
 ENCODINGS = ("7bit", "8bit", "unknown")
 
 
-def _compiled_scanner():
-    """pyx/_records_c.pyx's scan(), or None (POSTCLIENT_NO_EXTENSIONS=1, not built):
-    records() is the same without it, only slower."""
-    if os.environ.get("POSTCLIENT_NO_EXTENSIONS", "") not in ("", "0"):
-        return None
-    try:
-        from ._records_c import scan
-    except ImportError:
-        return None
-    return scan
-
-
-_scan = _compiled_scanner()
-SCANNER = "cython" if _scan is not None else "python"     # for postclient check
+_records, SCANNER, _ = extensions.load("postclient.queue._records_c")
+_scan = _records.scan if _records is not None else None     # records() is the same without it
 
 
 class CorruptQueueFile(Exception):
