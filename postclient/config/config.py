@@ -51,6 +51,9 @@ class Config:
         self.process_name = process_name
         self.warnings = []
         self._cache = {}
+        # What other modules make from this Config and keep with it (opened
+        # tables, settings objects): a Config never changes.
+        self.derived = {}
 
     @classmethod
     def load(cls, config_dir=None, overrides=(), process_name="postclient", require_main_cf=True):

@@ -43,7 +43,6 @@ import dataclasses
 import logging
 import os
 import time
-import weakref
 
 from .. import maps
 from ..config.registry import protocol_name
@@ -67,21 +66,12 @@ class Outcome:
     best_mx_transport: str = ""       # hand the request to this transport (mail loop)
 
 
-# What a Config gives every request alike, made at the first request that needs it:
-# a child re-reads main.cf at start and its Config never changes (Config.get()
-# caches too), so tables are opened once per process, as Postfix's smtp(8) does.
-_per_config = weakref.WeakKeyDictionary()
-_last = (None, None)        # the Config asked for last and its memo (a process has one)
-
-
+# What a Config gives every request alike, made at the first request that needs it
+# and kept with the Config (Config.derived): a child re-reads main.cf at start and
+# its Config never changes, so tables are opened once per process, as Postfix's
+# smtp(8) does.
 def _memo(config, key, make):
-    global _last
-    last_config, memo = _last   # one tuple: threads never see a config with another's memo
-    if last_config is not config:
-        memo = _per_config.get(config)
-        if memo is None:
-            memo = _per_config[config] = {}
-        _last = (config, memo)
+    memo = config.derived
     try:
         return memo[key]
     except KeyError:

@@ -111,7 +111,6 @@ import logging
 import socket
 import threading
 import time
-import weakref
 
 from .. import maps
 from ..config.registry import protocol_name
@@ -215,19 +214,11 @@ def _same_peer(sock, address):
 
 
 _tables = {}     # smtp_connection_cache_destinations tables, opened once per process
-_identities = weakref.WeakKeyDictionary()   # Config -> {protocol: identity}: a Config never changes
-
-
-_last_identities = (None, None)     # the Config asked for last and its entry (a process has one)
 
 
 def _identity(config, protocol):
     """The label suffix: the service, the HELO name and the source addresses."""
-    global _last_identities
-    last_config, known = _last_identities   # one tuple: never a config with another's entry
-    if last_config is not config:
-        known = _identities.setdefault(config, {})
-        _last_identities = (config, known)
+    known = config.derived.setdefault("reuse identities", {})     # a Config never changes
     identity = known.get(protocol)
     if identity is None:
         def get(name):
