@@ -164,11 +164,16 @@ def test_flush_and_release_reach_the_real_queue_manager(master_instance, recordi
     master = master_instance(["smtp unix - - n - 2 smtp", "qmgr unix n - n 300 1 qmgr"],
                              f"relayhost = {server.nexthop}\nqueue_run_delay = 300s\n")
     queue = master.queue_directory
+    staging = os.path.join(queue, "staging")
+    os.mkdir(staging)
     for queue_name, queue_id in (("deferred", ID1), ("hold", ID2)):
-        path = queuefile.write_queue_file(os.path.join(queue, queue_name), queue_id,
-                                          sender="s@example.com", recipients=[f"{queue_id}@example.net"],
+        # Made not due for an hour before it enters the queue: the queue manager's first
+        # scan of deferred/ may run at any moment and must not find it due.
+        path = queuefile.write_queue_file(staging, queue_id, sender="s@example.com",
+                                          recipients=[f"{queue_id}@example.net"],
                                           content=CONTENT, arrival_time=time.time())
-        os.utime(path, (time.time() + 3600, time.time() + 3600))   # not due for an hour
+        os.utime(path, (time.time() + 3600, time.time() + 3600))
+        os.rename(path, os.path.join(queue, queue_name, queue_id))
     listed = master.cli("queue", "-j")
     assert [json.loads(line)["queue_name"] for line in listed.stdout.splitlines()] == ["deferred", "hold"]
     done = master.cli("queue", "-f")
