@@ -22,7 +22,8 @@ line.  ``ALL`` must be upper case.  As in postsuper, the operations on ALL
 run first, then deletions, requeues, holds and releases by ID; a message
 is printed as "postclient/super: ID: removed" (placed on hold, released
 from hold, requeued) and the counts as "postclient/super: Deleted: 3
-messages" on standard error.  An invalid ID is warned about and skipped;
+messages" on standard error, all once the changes are durable (postsuper
+prints each ID as it goes).  An invalid ID is warned about and skipped;
 an ID that is in none of the queues is skipped silently.
 
 Every move is a rename and every deletion an unlink, made durable by one
@@ -118,6 +119,7 @@ class _Run:
         self.released = False       # mail went to deferred/, due now
         self.moved_on = 0           # messages released or requeued so far
         self.next_early_wake = EARLY_WAKE   # None: the queue manager did not answer
+        self.lines = []             # (text, is a "done" line): printed in order once durable
 
     def queues(self, action):
         chosen = self.explicit_queues or action.default_queues
@@ -158,13 +160,13 @@ class _Run:
 
     def one(self, action, queue_id):
         if not valid_queue_id(queue_id):
-            warn(COMMAND, f"invalid mail queue id: {printable(queue_id)}")
+            self.lines.append((f"{PREFIX}: warning: invalid mail queue id: {printable(queue_id)}", False))
             return
         queues = self.queues(action)
         for _ in range(2):      # the queue manager may move it under our feet
             for queue_name in queues:
                 if self.apply(action, queue_name, queue_id):
-                    print(f"{PREFIX}: {queue_id}: {action.done}", file=sys.stderr)
+                    self.lines.append((f"{PREFIX}: {queue_id}: {action.done}", True))
                     return
 
     def all(self, action):
@@ -186,15 +188,27 @@ class _Run:
         return []               # standard input is read once, as in postsuper
 
     def report(self):
+        """Make every change durable, then say what was done: each message by ID
+        (with the warnings about IDs, in order), then the counts.  When the fsync
+        fails, only the warnings are printed: nothing is reported as done."""
         try:
             self.mover.sync()                       # durable before it is reported
+        except OSError:
+            self._print_lines(done_too=False)
+            raise
         finally:
             self.mover.close()
+        self._print_lines(done_too=True)
         for name in REPORT_ORDER:
             count = self.counts[name]
             if count:
                 print(f"{PREFIX}: {ACTIONS[name].report}: {count} message{'s' if count > 1 else ''}",
                       file=sys.stderr)
+
+    def _print_lines(self, done_too):
+        for text, done in self.lines:
+            if done_too or not done:
+                print(text, file=sys.stderr)
 
     def wake_queue_manager(self, early=False):
         """Wake the queue manager if anything it should see has changed; only the
@@ -234,6 +248,7 @@ def run(args):
     for name in everything:
         if any(item != "ALL" for item in wanted[name]):
             warn(COMMAND, f'option "{ACTIONS[name].option} ALL" will ignore other command line queue IDs')
+    failure = None
     try:
         for name in everything:
             state.all(ACTIONS[name])
@@ -243,9 +258,14 @@ def run(args):
                     for queue_id in state.read_stdin() if item == "-" else [item]:
                         state.one(ACTIONS[name], queue_id)
     except OSError as error:
+        failure = error             # what was done before it is still made durable and reported
+    try:
         state.report()
-        fatal(COMMAND, f"{error.strerror or error}{': ' + str(error.filename) if error.filename else ''}")
-        return os_error_status(error)
-    state.report()
+    except OSError as error:        # the final fsync: nothing is reported as done
+        failure = failure or error
+    if failure is not None:
+        fatal(COMMAND, f"{failure.strerror or failure}"
+                       f"{': ' + str(failure.filename) if failure.filename else ''}")
+        return os_error_status(failure)
     state.wake_queue_manager()
     return 0

@@ -368,6 +368,42 @@ def test_delete_all_fsyncs_each_directory_once_before_any_status_log_goes(capsys
     assert all(logs(qdir, i) == [] for i in (ID1, ID2, ID3))
 
 
+def test_super_reports_a_message_done_only_once_its_move_is_durable(capsys, qdir, qmgr,
+                                                                    monkeypatch):
+    """postsuper prints each ID as it goes; postclient prints the same lines, in the
+    same order (warnings included), but only after the fsyncs that make them true."""
+    from postclient.cli import super as super_command
+    put(qdir, "deferred", ID1)
+    put(qdir, "hold", ID2)
+    events = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", None)) or real_fsync(fd))
+    monkeypatch.setattr(super_command, "print", lambda text, file=None: events.append(("print", text)),
+                        raising=False)
+    code, _, _ = run(capsys, qdir, "super", "-h", ID1, "-h", "bogus", "-H", ID2)
+    assert code == 0
+    assert [kind for kind, _ in events] == ["fsync"] * 2 + ["print"] * 5     # deferred/, hold/
+    assert [text for kind, text in events if kind == "print"] == [
+        f"postclient/super: {ID1}: placed on hold",
+        "postclient/super: warning: invalid mail queue id: bogus",
+        f"postclient/super: {ID2}: released from hold",
+        "postclient/super: Placed on hold: 1 message",
+        "postclient/super: Released from hold: 1 message"]
+
+
+def test_super_whose_fsync_fails_reports_nothing_as_done(capsys, qdir, qmgr, monkeypatch):
+    put(qdir, "deferred", ID1)
+
+    def failing_fsync(fd):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    code, _, err = run(capsys, qdir, "super", "-d", "bogus", "-d", ID1)
+    assert code == os.EX_IOERR
+    assert err == ("postclient/super: warning: invalid mail queue id: bogus\n"
+                   "postclient/super: fatal: Input/output error\n")
+    assert qmgr[0] == []                # not woken for a change that may not last
+
+
 def test_delete_all_in_one_named_queue_only(capsys, qdir, qmgr):
     put(qdir, "deferred", ID1)
     put(qdir, "deferred", ID2)
