@@ -207,7 +207,11 @@ class QueueMover:
         """fsync each directory changed since the last sync(), once; then remove
         the status logs of the messages deleted meanwhile."""
         for queue_name in self._touched:
-            os.fsync(self._descriptors[queue_name])
+            try:
+                os.fsync(self._descriptors[queue_name])
+            except OSError as error:        # named, for the user's error message
+                raise OSError(error.errno, error.strerror,
+                              os.path.join(self.queue_directory, queue_name)) from None
         self._touched.clear()
         while self._deleted:
             statuslog.remove_status(self.queue_directory, self._deleted.pop())

@@ -400,7 +400,7 @@ def test_super_whose_fsync_fails_reports_nothing_as_done(capsys, qdir, qmgr, mon
     code, _, err = run(capsys, qdir, "super", "-d", "bogus", "-d", ID1)
     assert code == os.EX_IOERR
     assert err == ("postclient/super: warning: invalid mail queue id: bogus\n"
-                   "postclient/super: fatal: Input/output error\n")
+                   f"postclient/super: fatal: Input/output error: {qdir / 'deferred'}\n")
     assert qmgr[0] == []                # not woken for a change that may not last
 
 
