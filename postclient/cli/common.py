@@ -17,8 +17,13 @@ class UsageError(Exception):
     """Bad command-line usage; main() prints the message and exits 64."""
 
 
+def warning_text(command, text):
+    """A warning line as warn() prints it (for callers that print it later)."""
+    return f"postclient/{command}: warning: {text}"
+
+
 def warn(command, text):
-    print(f"postclient/{command}: warning: {text}", file=sys.stderr)
+    print(warning_text(command, text), file=sys.stderr)
 
 
 def fatal(command, text):

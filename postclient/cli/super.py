@@ -49,7 +49,8 @@ import time
 from ..queue import manage
 from ..queue.qid import valid_queue_id
 from ..record import Record
-from .common import QMGR_TIMEOUT, UsageError, fatal, load_config, os_error_status, printable, warn
+from .common import (QMGR_TIMEOUT, UsageError, fatal, load_config, os_error_status, printable, warn,
+                     warning_text)
 
 COMMAND = "super"
 PREFIX = f"postclient/{COMMAND}"
@@ -160,7 +161,8 @@ class _Run:
 
     def one(self, action, queue_id):
         if not valid_queue_id(queue_id):
-            self.lines.append((f"{PREFIX}: warning: invalid mail queue id: {printable(queue_id)}", False))
+            self.lines.append((warning_text(COMMAND, f"invalid mail queue id: {printable(queue_id)}"),
+                               False))
             return
         queues = self.queues(action)
         for _ in range(2):      # the queue manager may move it under our feet
