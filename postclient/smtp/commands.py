@@ -33,6 +33,7 @@ connects, and say which recipient is at fault.
 
 import dataclasses
 import functools
+from typing import Any, ClassVar
 
 from .events import LocalProtocolError
 from .xtext import has_unsafe_characters, quote_821_local, quote_822_local, uxtext, xtext
@@ -53,8 +54,9 @@ class UnsafeValueError(LocalProtocolError, ValueError):
     parameter, 4.3.5 for the HELO name (a local configuration error).
     """
 
-    DSN = {"sender": "5.1.7", "recipient": "5.1.3", "orcpt": "5.5.4", "notify": "5.5.4",
-           "envid": "5.5.4", "ret": "5.5.4", "helo_name": "4.3.5", "command": "5.5.4"}
+    DSN: ClassVar[dict] = {
+        "sender": "5.1.7", "recipient": "5.1.3", "orcpt": "5.5.4", "notify": "5.5.4",
+        "envid": "5.5.4", "ret": "5.5.4", "helo_name": "4.3.5", "command": "5.5.4"}
 
     def __init__(self, field, value, index=None):
         self.field = field
@@ -75,10 +77,10 @@ class Rcpt:
     comma-separated list / sequence of SUCCESS, FAILURE, DELAY.
     """
 
-    address: str
-    original: str = ""
-    orcpt: str = ""
-    notify: object = ""
+    address: Any  # str
+    original: Any = ""  # str
+    orcpt: Any = ""  # str
+    notify: Any = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,15 +95,15 @@ class Envelope:
     PROTO, HELO, IDENT, SOURCE) to values; SOURCE may be "local"/"remote".
     """
 
-    sender: str
-    recipients: tuple
-    size: int = 0
-    encoding: str = ""
-    envid: str = ""
-    ret: str = ""
-    smtputf8: bool = False
-    smtputf8_required: bool = False
-    xforward: object = None
+    sender: Any  # str
+    recipients: Any  # tuple
+    size: Any = 0  # int
+    encoding: Any = ""  # str
+    envid: Any = ""  # str
+    ret: Any = ""  # str
+    smtputf8: Any = False  # bool
+    smtputf8_required: Any = False  # bool
+    xforward: Any = None
 
     def __post_init__(self):
         object.__setattr__(self, "recipients", tuple(self.recipients))

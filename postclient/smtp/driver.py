@@ -26,6 +26,7 @@ import os
 import select
 import socket
 import time
+from typing import Any
 
 from .. import codec
 from .events import (NEED_DATA, PAUSED, Closed, EndOfDataReply, ReadyForData, Ready,
@@ -39,20 +40,20 @@ MIN_DATA_RATE = 500          # bytes per second granted beyond smtp_data_xfer_ti
 
 @dataclasses.dataclass
 class SessionOptions:
-    line_length_limit: int = 990
-    pix_delay: int = 10
-    pix_threshold: int = 500
-    message_age: float = 0.0
-    mime_nesting_limit: int = 100
-    mime_boundary_length_limit: int = 2048
+    line_length_limit: Any = 990  # int
+    pix_delay: Any = 10  # int
+    pix_threshold: Any = 500  # int
+    message_age: Any = 0.0  # float
+    mime_nesting_limit: Any = 100  # int
+    mime_boundary_length_limit: Any = 2048  # int
 
     def for_message(self, message_age):
         """These options with a message's age.  A copy is made per message, and
-        copy.copy() alone took 2.8% of a delivery agent's CPU (py-spy)."""
-        options = object.__new__(SessionOptions)
-        options.__dict__.update(self.__dict__)
-        options.message_age = message_age
-        return options
+        copy.copy() alone took 2.8% of a delivery agent's CPU (py-spy): the
+        constructor, called directly, is as cheap and works compiled too."""
+        return SessionOptions(self.line_length_limit, self.pix_delay, self.pix_threshold,
+                              message_age, self.mime_nesting_limit,
+                              self.mime_boundary_length_limit)
 
     @classmethod
     def from_config(cls, config, protocol, message_age):

@@ -43,6 +43,7 @@ import dataclasses
 import logging
 import os
 import time
+from typing import Any
 
 from .. import maps
 from ..config.registry import protocol_name
@@ -61,9 +62,9 @@ DNS_DEADLINE = 60           # seconds for the lookups of one site
 
 @dataclasses.dataclass
 class Outcome:
-    results: list                     # RecipientResult, in request order
-    destination_down: Status = None   # suspend the destination (queue manager)
-    best_mx_transport: str = ""       # hand the request to this transport (mail loop)
+    results: Any  # list; RecipientResult, in request order
+    destination_down: Status | None = None   # suspend the destination (queue manager)
+    best_mx_transport: Any = ""  # str; hand the request to this transport (mail loop)
 
 
 # What a Config gives every request alike, made at the first request that needs it

@@ -34,6 +34,7 @@ Failures carry what the policy (trouble.py, postfix-behaviour.md §1.6) needs:
 """
 
 import dataclasses
+from typing import Any, ClassVar
 
 
 class ProtocolError(Exception):
@@ -55,7 +56,7 @@ class RemoteProtocolError(ProtocolError):
 class _NeedData:
     """Sentinel: write data_to_send(), then read and call receive_data()/receive_eof()."""
 
-    _instance = None
+    _instance: ClassVar = None
 
     def __new__(cls):
         if cls._instance is None:
@@ -72,7 +73,7 @@ NEED_DATA = _NeedData()
 class _Paused:
     """Sentinel: nothing will happen until the caller acts (after Ready or ReadyForData)."""
 
-    _instance = None
+    _instance: ClassVar = None
 
     def __new__(cls):
         if cls._instance is None:
@@ -90,36 +91,36 @@ PAUSED = _Paused()
 class Notice:
     """Something worth logging ("info" or "warning"), without the queue ID prefix."""
 
-    level: str
-    text: str
+    level: Any  # str
+    text: Any  # str
 
 
 @dataclasses.dataclass(frozen=True)
 class Failure:
-    stage: str
-    scope: str
-    dsn: str
-    text: str
-    origin: str = "remote"
-    reply: object = None
-    protocol_error: bool = False
-    loop: bool = False
+    stage: Any  # str
+    scope: Any  # str
+    dsn: Any  # str
+    text: Any  # str
+    origin: Any = "remote"  # str
+    reply: Any = None
+    protocol_error: Any = False  # bool
+    loop: Any = False  # bool
 
     @property
-    def soft(self):
+    def soft(self) -> bool:
         return self.dsn.startswith("4")
 
     @property
-    def hard(self):
+    def hard(self) -> bool:
         return self.dsn.startswith("5")
 
     @property
-    def suspends_destination(self):
+    def suspends_destination(self) -> bool:
         """Postfix throttles the destination for site and I/O failures (on the final server)."""
         return self.scope == "site"
 
     @property
-    def diagnostic(self):
+    def diagnostic(self) -> Any:
         return self.reply.text if self.reply is not None else ""
 
     @classmethod
@@ -136,17 +137,17 @@ class RecipientOutcome:
     2xx after "." (LMTP).  Otherwise ``failure`` says why.
     """
 
-    index: int
-    delivered: bool
-    reply: object = None
-    failure: Failure = None
+    index: Any  # int
+    delivered: Any  # bool
+    reply: Any = None
+    failure: Any = None         # a Failure when not delivered
 
     @property
-    def dsn(self):
+    def dsn(self) -> Any:
         return self.reply.dsn if self.delivered else self.failure.dsn
 
     @property
-    def text(self):
+    def text(self) -> Any:
         return self.reply.text if self.delivered else self.failure.text
 
 
@@ -163,17 +164,17 @@ class TransactionResult:
     later connection trouble.
     """
 
-    outcomes: tuple
-    failure: Failure = None
-    accepted: tuple = ()
-    complete: bool = True
+    outcomes: Any  # tuple
+    failure: Failure | None = None
+    accepted: Any = ()  # tuple
+    complete: Any = True  # bool
 
     @property
-    def delivered(self):
+    def delivered(self) -> tuple:
         return tuple(o.index for o in self.outcomes if o.delivered)
 
     @property
-    def failed(self):
+    def failed(self) -> tuple:
         return tuple(o.index for o in self.outcomes if not o.delivered)
 
 
@@ -183,31 +184,31 @@ class TransactionResult:
 class Greeting:
     """A 2xx greeting.  ``pix``: it looked like a PIX firewall; ``esmtp``: it said ESMTP."""
 
-    reply: object
-    esmtp: bool
-    pix: bool
+    reply: Any
+    esmtp: Any  # bool
+    pix: Any  # bool
 
 
 @dataclasses.dataclass(frozen=True)
 class Ready:
     """The core is idle: STARTTLS, AUTH, a transaction, RSET or QUIT may follow."""
 
-    capabilities: object
+    capabilities: Any
 
 
 @dataclasses.dataclass(frozen=True)
 class StartTLSReply:
     """The reply to STARTTLS.  When ``accepted``, do the TLS handshake now."""
 
-    reply: object
-    accepted: bool
+    reply: Any
+    accepted: Any  # bool
 
 
 @dataclasses.dataclass(frozen=True)
 class AuthReply:
     """The reply to one AUTH command or SASL response line."""
 
-    reply: object
+    reply: Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +220,8 @@ class ReadyForData:
     smtp_pix_workaround_threshold_time against the message's age).
     """
 
-    downgrade: bool
-    delay_dotcrlf: bool
+    downgrade: Any  # bool
+    delay_dotcrlf: Any  # bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,8 +229,8 @@ class EndOfDataReply:
     """One reply after "." and the recipients it decided (all accepted for SMTP,
     one for LMTP).  Mark the delivered ones done before asking for the next event."""
 
-    reply: object
-    outcomes: tuple
+    reply: Any
+    outcomes: Any  # tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,8 +242,8 @@ class TransactionDone:
 class RsetReply:
     """The reply to an RSET probe; ``ok`` is False when the server refused it."""
 
-    reply: object
-    ok: bool
+    reply: Any
+    ok: Any  # bool
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,6 +73,7 @@ the body may not contain the end-of-data line before its end.
 
 import collections
 import dataclasses
+from typing import Any, Final
 
 from ..config import registry
 from .commands import (Envelope, Rcpt, UnsafeValueError, check_envelope, mail_command,
@@ -98,31 +99,31 @@ END_OF_DATA = b"\r\n.\r\n"
 
 
 class State:
-    GREETING = "GREETING"
-    EHLO = "EHLO"
-    HELO = "HELO"
-    LHLO = "LHLO"
-    READY = "READY"
-    STARTTLS = "STARTTLS"
-    TLS_HANDSHAKE = "TLS_HANDSHAKE"
-    AUTH = "AUTH"
-    XFORWARD = "XFORWARD"
-    MAIL = "MAIL"
-    RCPT = "RCPT"
-    DATA = "DATA"
-    BODY = "BODY"
-    DOT = "DOT"
-    RSET = "RSET"
-    QUIT = "QUIT"
-    FAILED = "FAILED"
-    CLOSED = "CLOSED"
+    GREETING: Final = "GREETING"
+    EHLO: Final = "EHLO"
+    HELO: Final = "HELO"
+    LHLO: Final = "LHLO"
+    READY: Final = "READY"
+    STARTTLS: Final = "STARTTLS"
+    TLS_HANDSHAKE: Final = "TLS_HANDSHAKE"
+    AUTH: Final = "AUTH"
+    XFORWARD: Final = "XFORWARD"
+    MAIL: Final = "MAIL"
+    RCPT: Final = "RCPT"
+    DATA: Final = "DATA"
+    BODY: Final = "BODY"
+    DOT: Final = "DOT"
+    RSET: Final = "RSET"
+    QUIT: Final = "QUIT"
+    FAILED: Final = "FAILED"
+    CLOSED: Final = "CLOSED"
 
 
 @dataclasses.dataclass(frozen=True)
 class StateInfo:
-    timeout: str      # smtp_* timeout parameter (None: nothing to wait for)
-    where: str        # Postfix's "while ..." text
-    stage: str        # Failure.stage for I/O trouble in this state
+    timeout: str | None   # smtp_* timeout parameter (None: nothing to wait for)
+    where: Any  # str; Postfix's "while ..." text
+    stage: Any  # str; Failure.stage for I/O trouble in this state
 
 
 # The one table of per-state facts (Postfix's xfer_timeouts[] / xfer_states[]).
@@ -194,31 +195,31 @@ class Settings:
     (after the per-address maps).  ``timeouts`` maps state names to seconds.
     """
 
-    protocol: str = "smtp"
-    helo_name: str = "localhost"
-    myhostname: str = "localhost"
-    peer: str = "localhost[127.0.0.1]"
-    nexthop: str = ""
-    loop_detection: bool = False
-    best_mx: bool = False
-    always_send_ehlo: bool = True
-    never_send_ehlo: bool = False
-    skip_5xx_greeting: bool = True
-    pix_workarounds: tuple = _PIX_WORDS
-    discard_ehlo_keywords: tuple = ()
-    sasl_enabled: bool = False
-    send_xforward: bool = False
-    skip_quit_response: bool = True
-    quote_rfc821_envelope: bool = True
-    disable_mime_output_conversion: bool = False
-    line_length_limit: int = DEFAULT_LINE_LENGTH_LIMIT
-    reply_max_lines: int = 100
-    reply_max_stored: int = 64 * 1024
-    pipelining_bufsize: int = PIPELINING_BUFSIZE
-    timeouts: dict = dataclasses.field(default_factory=dict)
+    protocol: Any = "smtp"  # str
+    helo_name: Any = "localhost"  # str
+    myhostname: Any = "localhost"  # str
+    peer: Any = "localhost[127.0.0.1]"  # str
+    nexthop: Any = ""  # str
+    loop_detection: Any = False  # bool
+    best_mx: Any = False  # bool
+    always_send_ehlo: Any = True  # bool
+    never_send_ehlo: Any = False  # bool
+    skip_5xx_greeting: Any = True  # bool
+    pix_workarounds: Any = _PIX_WORDS  # tuple
+    discard_ehlo_keywords: Any = ()  # tuple
+    sasl_enabled: Any = False  # bool
+    send_xforward: Any = False  # bool
+    skip_quit_response: Any = True  # bool
+    quote_rfc821_envelope: Any = True  # bool
+    disable_mime_output_conversion: Any = False  # bool
+    line_length_limit: Any = DEFAULT_LINE_LENGTH_LIMIT  # int
+    reply_max_lines: Any = 100  # int
+    reply_max_stored: Any = 64 * 1024  # int
+    pipelining_bufsize: Any = PIPELINING_BUFSIZE  # int
+    timeouts: Any = dataclasses.field(default_factory=dict)  # dict
 
     @property
-    def lmtp(self):
+    def lmtp(self) -> bool:
         return self.protocol == "lmtp"
 
     @classmethod
@@ -326,7 +327,7 @@ class Client:
         self._enter_ready()
 
     @property
-    def can_continue(self):
+    def can_continue(self) -> bool:
         """Idle after a clean transaction, with nothing unread: the next MAIL may follow."""
         return (self.reusable and not self._events and not self._out
                 and not self._reader.buffered and not self._reader.in_reply)
@@ -371,7 +372,7 @@ class Client:
         return True
 
     @property
-    def next_envelope(self):
+    def next_envelope(self) -> Any:
         """The envelope of the transaction send_next_mail() started, until claim_next()."""
         return self._early.envelope if self._early is not None else None
 
@@ -384,7 +385,7 @@ class Client:
 
     # --- introspection -----------------------------------------------------------
     @property
-    def state(self):
+    def state(self) -> str:
         if self._closed_event is not None:
             return State.CLOSED
         if self._expect:
@@ -393,18 +394,18 @@ class Client:
         return self._phase
 
     @property
-    def timeout_parameter(self):
+    def timeout_parameter(self) -> str | None:
         """The timeout parameter of the current state, in this protocol's namespace."""
         name = STATES[self.state].timeout
         return registry.protocol_name(name, self.settings.protocol) if name else None
 
     @property
-    def timeout(self):
+    def timeout(self) -> Any:
         """Seconds allowed for the current state (from Settings.timeouts), or None."""
         return self.settings.timeouts.get(self.state)
 
     @property
-    def where(self):
+    def where(self) -> str:
         """Postfix's "while ..." text for the current state."""
         if self.state == State.DOT and self._txn is not None and self._txn.lost_in_data:
             return STATES[State.BODY].where
@@ -413,13 +414,13 @@ class Client:
         return STATES[self.state].where
 
     @property
-    def reusable(self):
+    def reusable(self) -> bool:
         """True when the connection may be cached: idle, and no garbage, protocol
         error, I/O error, STARTTLS, refused RSET probe or QUIT happened."""
         return not self._tainted and self.state == State.READY
 
     @property
-    def pipelining(self):
+    def pipelining(self) -> Any:
         return self.capabilities.pipelining
 
     def take_notices(self):

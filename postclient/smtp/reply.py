@@ -32,6 +32,7 @@ other split.
 
 import dataclasses
 import re
+from typing import Any
 
 DEFAULT_LINE_LENGTH_LIMIT = 2048
 DEFAULT_MAX_LINES = 100
@@ -96,12 +97,12 @@ class Reply:
     ``truncated`` that a line was cut or lines were dropped.
     """
 
-    code: int
-    dsn: str
-    text: str
-    lines: tuple
-    garbage: bool = False
-    truncated: bool = False
+    code: Any  # int
+    dsn: Any  # str
+    text: Any  # str
+    lines: Any  # tuple
+    garbage: Any = False  # bool
+    truncated: Any = False  # bool
 
     @classmethod
     def from_lines(cls, lines, garbage=False, truncated=False):
@@ -134,16 +135,16 @@ class Reply:
         return cls.from_lines(text.split("\n"))
 
     @property
-    def valid(self):
+    def valid(self) -> bool:
         """False when the code is outside 2xx..5xx (security rule 8)."""
         return valid_code(self.code)
 
     @property
-    def code_class(self):
+    def code_class(self) -> int:
         return self.code // 100
 
     @property
-    def positive(self):
+    def positive(self) -> bool:
         return 200 <= self.code <= 299
 
     def __str__(self):
@@ -151,7 +152,7 @@ class Reply:
 
 
 _RECENT_MAX = 256          # short Replies kept for sharing (a dict cleared when full)
-_recent = {}
+_recent: dict = {}
 
 
 class ReplyReader:
@@ -206,13 +207,13 @@ class ReplyReader:
         return replies
 
     @property
-    def buffered(self):
+    def buffered(self) -> int:
         """Bytes held: unread input plus the partial line."""
         waiting = sum(len(line) + 1 for line in self._ready[self._ready_at:])
         return waiting + len(self._buf) + len(self._partial)
 
     @property
-    def in_reply(self):
+    def in_reply(self) -> bool:
         """True while part of a reply (or garbage) has been read."""
         return bool(self._lines or self._partial or self._skipping or self._garbage)
 

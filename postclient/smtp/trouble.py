@@ -60,7 +60,7 @@ class Trouble:
         return [i for i in range(len(self.recipients)) if i not in self.results]
 
     @property
-    def finished(self):
+    def finished(self) -> bool:
         return len(self.results) == len(self.recipients)
 
     # --- outcomes -----------------------------------------------------------------
