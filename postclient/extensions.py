@@ -1,13 +1,39 @@
-"""Choosing between a compiled module of pyx/ and its Python version.
+"""Choosing between a compiled module and its Python version.
 
 Every hot path compiled from pyx/ (the codec, the queue manager's file calls,
 the queue file scanner) is used unless POSTCLIENT_NO_EXTENSIONS is set (not
 empty, not "0") or the compiled module cannot be imported; `postclient
-check` says which is in use.
+check` says which is in use.  The same variable makes the delivery agent's
+modules that mypyc compiled (setup.py) load from their .py files: one
+switch for "all pure Python", to profile or debug them.
 """
 
 import importlib
+import importlib.machinery
 import os
+import sys
+
+
+def disabled():
+    """POSTCLIENT_NO_EXTENSIONS asks for pure Python."""
+    return os.environ.get("POSTCLIENT_NO_EXTENSIONS", "") not in ("", "0")
+
+
+def source_first(package_path):
+    """Where the extensions are disabled, import the modules in ``package_path``
+    (a package's __path__) from source even where a compiled module sits
+    beside them: that directory's finder knows no extension modules."""
+    if not disabled():
+        return
+    loader = (importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES)
+    for directory in package_path:
+        sys.path_importer_cache[directory] = importlib.machinery.FileFinder(directory, loader)
+
+
+def compiled(module):
+    """Whether ``module`` was loaded from a compiled extension."""
+    return (getattr(module, "__file__", "") or "").endswith(
+        tuple(importlib.machinery.EXTENSION_SUFFIXES))
 
 
 def load(compiled, python=None):
@@ -16,7 +42,7 @@ def load(compiled, python=None):
     ``compiled`` and ``python`` are module names; without ``python`` the
     module is None when the compiled one is not in use.
     """
-    if os.environ.get("POSTCLIENT_NO_EXTENSIONS", "") not in ("", "0"):
+    if disabled():
         why = "disabled by POSTCLIENT_NO_EXTENSIONS"
     else:
         try:

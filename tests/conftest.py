@@ -2,12 +2,28 @@
 
 Under CI=true a test skipped because a real peer is missing (see peers.py)
 is reported as a failure: CI installs the peers, so such a skip would hide an
-untested feature.
+untested feature.  A compiled delivery agent module older than its source
+stops the run before it starts (setup.py compiles them with mypyc).
 """
+
+import glob
+import os
 
 import pytest
 
 from tests.peers import PEER_MISSING, in_ci
+
+
+def pytest_sessionstart(session):
+    """A module compiled before its source last changed would be what the tests
+    run (an extension wins over the .py): stop at once and say so."""
+    import postclient.smtp
+
+    directory = os.path.dirname(postclient.smtp.__file__)
+    for built in glob.glob(os.path.join(directory, "*.so")):
+        source = os.path.join(directory, os.path.basename(built).split(".", 1)[0] + ".py")
+        if os.path.exists(source) and os.path.getmtime(built) < os.path.getmtime(source):
+            pytest.exit(f"{built} is older than {source}: run `make build`", returncode=3)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -73,14 +73,17 @@ def run(args):
     queue_directory = config.raw("queue_directory") and config.expand("queue_directory")
     if queue_directory and not os.path.isdir(queue_directory):
         warn("check", f"queue_directory {queue_directory} does not exist yet")
-    from .. import codec
+    from .. import codec, extensions
     from ..queue import fileio, queuefile
+    from ..smtp import protocol
 
     for name, implementation in (("codec", codec.IMPLEMENTATION),
                                  ("queue file I/O", fileio.IMPLEMENTATION),
-                                 ("queue file scanner", queuefile.SCANNER)):
+                                 ("queue file scanner", queuefile.SCANNER),
+                                 ("delivery agent", "mypyc" if extensions.compiled(protocol)
+                                  else "python")):
         print(f"{name}: {implementation}" + (
-            " (compiled)" if implementation == "cython" else " (pure Python)"))
+            " (pure Python)" if implementation == "python" else " (compiled)"))
     print(f"main.cf: {config.main_cf_path}: {len(config.settings)} settings")
     print(f"master.cf: {master_path}: {len(services)} services")
     print(f"lookup tables: {len(seen_tables)} checked")

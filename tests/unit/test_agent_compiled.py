@@ -1,0 +1,115 @@
+"""The delivery agent's per-message modules, compiled by mypyc (setup.py).
+
+test_agent_modules_are_compiled fails (it does not skip) when the build left
+them pure Python, so a broken build cannot hide behind the sources; the
+other tests show that POSTCLIENT_NO_EXTENSIONS=1 loads the sources instead,
+and that the compiled modules behave as their source where mypyc could
+differ: class constants, class-level tables, declared types.
+"""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+import postclient
+from postclient import extensions
+from postclient.smtp import commands, driver, events, protocol
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(postclient.__file__)))
+AGENT_MODULES = ("commands", "driver", "engine", "events", "protocol", "reply", "service",
+                 "trouble")
+
+
+def _setup_py_modules():
+    """AGENT_MODULES as setup.py lists them (read, not imported: setup.py builds)."""
+    namespace = {}
+    with open(os.path.join(ROOT, "setup.py")) as handle:
+        source = handle.read()
+    start = source.index("AGENT_MODULES = ")
+    end = source.index(")]", start) + 2
+    exec(source[start:end], namespace)
+    return tuple(path.rsplit("/", 1)[1][:-3] for path in namespace["AGENT_MODULES"])
+
+
+def test_the_list_here_is_the_list_setup_py_compiles():
+    assert _setup_py_modules() == AGENT_MODULES
+
+
+def test_agent_modules_are_compiled():
+    """Fails (does not skip) when `make build` did not compile them."""
+    if extensions.disabled():
+        pytest.skip("POSTCLIENT_NO_EXTENSIONS is set: the sources are in use")
+    for name in AGENT_MODULES:
+        module = importlib.import_module(f"postclient.smtp.{name}")
+        assert extensions.compiled(module), (
+            f"{module.__name__} comes from {module.__file__}: run `make build` (needs mypy)")
+
+
+def test_compiled_modules_are_not_older_than_their_sources():
+    """A stale build would run old code: the suite stops at the start for it (conftest.py)."""
+    for name in AGENT_MODULES:
+        module = importlib.import_module(f"postclient.smtp.{name}")
+        if extensions.compiled(module):
+            source = os.path.join(os.path.dirname(module.__file__), f"{name}.py")
+            assert os.path.getmtime(module.__file__) >= os.path.getmtime(source), module.__file__
+
+
+def _python(code, no_extensions):
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    environment.pop("POSTCLIENT_NO_EXTENSIONS", None)
+    if no_extensions:
+        environment["POSTCLIENT_NO_EXTENSIONS"] = "1"
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
+                            text=True, check=True)
+    return result.stdout.split()
+
+
+def test_no_extensions_loads_the_agent_modules_from_source():
+    code = ("import postclient.smtp.engine as e, postclient.smtp.protocol as p, "
+            "postclient.smtp.reuse as r; print(e.__file__, p.__file__, r.__file__)")
+    files = _python(code, no_extensions=True)
+    assert [os.path.basename(f) for f in files] == ["engine.py", "protocol.py", "reuse.py"]
+
+
+def test_without_the_variable_the_build_is_used():
+    if not all(extensions.compiled(importlib.import_module(f"postclient.smtp.{name}"))
+               for name in AGENT_MODULES):
+        pytest.skip("not compiled: see test_agent_modules_are_compiled")
+    (engine_file,) = _python("import postclient.smtp.engine as e; print(e.__file__)", False)
+    assert not engine_file.endswith(".py")
+
+
+# --- where compiled code could differ from its source --------------------------------------
+
+def test_state_constants_are_class_attributes():
+    assert protocol.State.READY == "READY" and protocol.State.CLOSED == "CLOSED"
+    assert protocol.STATES[protocol.State.READY].timeout is None
+
+
+def test_class_level_table_of_an_exception():
+    error = commands.UnsafeValueError("helo_name", "a\r\nb")
+    assert (error.field, error.dsn) == ("helo_name", "4.3.5")
+    assert commands.UnsafeValueError("sender", "x\n").dsn == "5.1.7"
+    assert commands.UnsafeValueError("something else", "x\n").dsn == "5.5.4"
+
+
+def test_fields_take_what_python_would():
+    """Declared Any: a list where a tuple is usual, None where a string is usual,
+    an int for a flag - as the pure-Python dataclasses accept them."""
+    envelope = commands.Envelope(sender="a@example.com", recipients=[commands.Rcpt("b@example.com")],
+                                 envid=None, smtputf8=1)
+    assert [r.address for r in envelope.recipients] == ["b@example.com"]
+    assert envelope.envid is None and envelope.smtputf8 == 1
+    failure = events.Failure("rcpt", "recipient", "5.1.1", "no such user", reply=None,
+                             protocol_error=0)
+    assert failure.hard and not failure.soft and failure.diagnostic == ""
+    options = driver.SessionOptions(line_length_limit=500, pix_delay=3).for_message(7)
+    assert (options.line_length_limit, options.pix_delay, options.message_age) == (500, 3, 7)
+
+
+def test_singletons_stay_single():
+    assert events._NeedData() is events.NEED_DATA and events._Paused() is events.PAUSED
