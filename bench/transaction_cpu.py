@@ -1,7 +1,7 @@
 """CPU cost of one mail transaction on an established session (protocol core + driver).
 
     .venv/bin/python bench/transaction_cpu.py [-n 2000] [--size 5120] [--profile FILE]
-                                              [--smtplib] [--continue]
+                                              [--smtplib] [--continue] [--python-agent]
 
 Starts ``smtp-sink`` (Debian package postfix) on a free local port, opens one
 session with driver.run_session(quit_after=False), then runs ``-n``
@@ -20,6 +20,9 @@ sink is another process):
 
 ``--smtplib`` measures smtplib's sendmail() over one connection to the same
 sink, for comparison.  ``--profile FILE`` writes a cProfile of the loop.
+``--python-agent`` loads postclient/smtp/ from its .py files where mypyc
+compiled it (setup.py), the codec staying compiled: run the script with and
+without it, in turn, to compare the two builds.
 """
 
 import argparse
@@ -36,6 +39,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+import postclient.smtp  # noqa: E402
+from postclient import extensions  # noqa: E402
+
+if "--python-agent" in sys.argv:
+    extensions.use_sources(postclient.smtp.__path__)
 
 from postclient.config.config import Config  # noqa: E402
 from postclient.smtp import driver  # noqa: E402
@@ -144,11 +153,14 @@ def main():
     parser.add_argument("--profile")
     parser.add_argument("--smtplib", action="store_true")
     parser.add_argument("--continue", dest="continued", action="store_true")
+    parser.add_argument("--python-agent", action="store_true",
+                        help="postclient/smtp/ from source, not the mypyc build")
     args = parser.parse_args()
     proc, port = start_sink()
     try:
         cycle, txn, user, wall = run_core(port, args.n, args.size, args.profile, args.continued)
-        print(f"postclient core+driver: {args.n} x {args.size} B, "
+        build = "mypyc" if extensions.is_compiled(driver) else "python"
+        print(f"postclient core+driver ({build}): {args.n} x {args.size} B, "
               f"cycle {cycle / args.n * 1e6:.0f} us CPU ({user / args.n * 1e6:.0f} user), "
               f"txn {txn / args.n * 1e6:.0f} us CPU, {args.n / wall:.0f} msg/s")
         if args.smtplib:

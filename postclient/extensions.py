@@ -22,15 +22,20 @@ def disabled():
 def source_first(package_path):
     """Where the extensions are disabled, import the modules in ``package_path``
     (a package's __path__) from source even where a compiled module sits
-    beside them: that directory's finder knows no extension modules."""
-    if not disabled():
-        return
+    beside them."""
+    if disabled():
+        use_sources(package_path)
+
+
+def use_sources(package_path):
+    """Import the modules in ``package_path`` not imported yet from their .py
+    files: that directory's finder knows no extension modules."""
     loader = (importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES)
     for directory in package_path:
         sys.path_importer_cache[directory] = importlib.machinery.FileFinder(directory, loader)
 
 
-def compiled(module):
+def is_compiled(module):
     """Whether ``module`` was loaded from a compiled extension."""
     return (getattr(module, "__file__", "") or "").endswith(
         tuple(importlib.machinery.EXTENSION_SUFFIXES))

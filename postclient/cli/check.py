@@ -77,11 +77,11 @@ def run(args):
     from ..queue import fileio, queuefile
     from ..smtp import protocol
 
+    agent = "mypyc" if extensions.is_compiled(protocol) else "python"
     for name, implementation in (("codec", codec.IMPLEMENTATION),
                                  ("queue file I/O", fileio.IMPLEMENTATION),
                                  ("queue file scanner", queuefile.SCANNER),
-                                 ("delivery agent", "mypyc" if extensions.compiled(protocol)
-                                  else "python")):
+                                 ("delivery agent", agent)):
         print(f"{name}: {implementation}" + (
             " (pure Python)" if implementation == "python" else " (compiled)"))
     print(f"main.cf: {config.main_cf_path}: {len(config.settings)} settings")

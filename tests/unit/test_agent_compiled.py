@@ -44,7 +44,7 @@ def test_agent_modules_are_compiled():
         pytest.skip("POSTCLIENT_NO_EXTENSIONS is set: the sources are in use")
     for name in AGENT_MODULES:
         module = importlib.import_module(f"postclient.smtp.{name}")
-        assert extensions.compiled(module), (
+        assert extensions.is_compiled(module), (
             f"{module.__name__} comes from {module.__file__}: run `make build` (needs mypy)")
 
 
@@ -52,7 +52,7 @@ def test_compiled_modules_are_not_older_than_their_sources():
     """A stale build would run old code: the suite stops at the start for it (conftest.py)."""
     for name in AGENT_MODULES:
         module = importlib.import_module(f"postclient.smtp.{name}")
-        if extensions.compiled(module):
+        if extensions.is_compiled(module):
             source = os.path.join(os.path.dirname(module.__file__), f"{name}.py")
             assert os.path.getmtime(module.__file__) >= os.path.getmtime(source), module.__file__
 
@@ -75,8 +75,18 @@ def test_no_extensions_loads_the_agent_modules_from_source():
     assert [os.path.basename(f) for f in files] == ["engine.py", "protocol.py", "reuse.py"]
 
 
+def test_use_sources_loads_the_rest_from_source_without_the_variable():
+    """bench/transaction_cpu.py --python-agent: the agent from source, the codec compiled."""
+    code = ("import postclient.smtp, postclient.codec as c; from postclient import extensions;"
+            "extensions.use_sources(postclient.smtp.__path__);"
+            "import postclient.smtp.driver as d; print(d.__file__, c.IMPLEMENTATION)")
+    driver_file, codec = _python(code, no_extensions=False)
+    assert os.path.basename(driver_file) == "driver.py"
+    assert codec == importlib.import_module("postclient.codec").IMPLEMENTATION
+
+
 def test_without_the_variable_the_build_is_used():
-    if not all(extensions.compiled(importlib.import_module(f"postclient.smtp.{name}"))
+    if not all(extensions.is_compiled(importlib.import_module(f"postclient.smtp.{name}"))
                for name in AGENT_MODULES):
         pytest.skip("not compiled: see test_agent_modules_are_compiled")
     (engine_file,) = _python("import postclient.smtp.engine as e; print(e.__file__)", False)

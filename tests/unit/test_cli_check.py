@@ -44,6 +44,10 @@ def test_codec_implementation_is_reported_truthfully(capsys, confdir):
     assert f"codec: {codec.IMPLEMENTATION}" in out
     assert f"queue file I/O: {fileio.IMPLEMENTATION}" in out
     assert f"queue file scanner: {queuefile.SCANNER}" in out
+    from postclient import extensions
+    from postclient.smtp import protocol
+    agent = "mypyc (compiled)" if extensions.is_compiled(protocol) else "python (pure Python)"
+    assert f"delivery agent: {agent}\n" in out
 
 
 def test_every_error_is_reported_with_its_location(capsys, confdir):
