@@ -36,8 +36,12 @@ test-deps:
 		echo "make test-deps: not root on Debian; tests that need real peers will skip"; \
 	fi
 
+# Every test on the build; then the delivery agent's unit tests once more on its
+# modules' source, as a build without mypyc runs them (POSTCLIENT_NO_EXTENSIONS=1:
+# pure Python throughout).
 test: build test-deps
 	$(PY) -m pytest tests
+	POSTCLIENT_NO_EXTENSIONS=1 $(PY) -m pytest -q tests/unit/test_smtp_*.py tests/unit/test_agent_compiled.py
 
 # The relay on an embedded default configuration under ./run, in the foreground.
 run: build
