@@ -9,16 +9,12 @@ differ: class constants, class-level tables, declared types.
 
 import importlib
 import os
-import subprocess
-import sys
 
 import pytest
 
-import postclient
 from postclient import extensions
 from postclient.smtp import commands, driver, events, protocol
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(postclient.__file__)))
+from tests.fresh_python import ROOT, run_python
 AGENT_MODULES = ("commands", "driver", "engine", "events", "protocol", "reply", "service",
                  "trouble")
 
@@ -57,21 +53,10 @@ def test_compiled_modules_are_not_older_than_their_sources():
             assert os.path.getmtime(module.__file__) >= os.path.getmtime(source), module.__file__
 
 
-def _python(code, no_extensions):
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    environment.pop("POSTCLIENT_NO_EXTENSIONS", None)
-    if no_extensions:
-        environment["POSTCLIENT_NO_EXTENSIONS"] = "1"
-    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
-                            text=True, check=True)
-    return result.stdout.split()
-
-
 def test_no_extensions_loads_the_agent_modules_from_source():
     code = ("import postclient.smtp.engine as e, postclient.smtp.protocol as p, "
             "postclient.smtp.reuse as r; print(e.__file__, p.__file__, r.__file__)")
-    files = _python(code, no_extensions=True)
+    files = run_python(code, no_extensions=True)
     assert [os.path.basename(f) for f in files] == ["engine.py", "protocol.py", "reuse.py"]
 
 
@@ -80,16 +65,16 @@ def test_use_sources_loads_the_rest_from_source_without_the_variable():
     code = ("import postclient.smtp, postclient.codec as c; from postclient import extensions;"
             "extensions.use_sources(postclient.smtp.__path__);"
             "import postclient.smtp.driver as d; print(d.__file__, c.IMPLEMENTATION)")
-    driver_file, codec = _python(code, no_extensions=False)
+    driver_file, codec = run_python(code, no_extensions=False)
     assert os.path.basename(driver_file) == "driver.py"
-    assert [codec] == _python("import postclient.codec as c; print(c.IMPLEMENTATION)", False)
+    assert [codec] == run_python("import postclient.codec as c; print(c.IMPLEMENTATION)", False)
 
 
 def test_without_the_variable_the_build_is_used():
     if not all(extensions.is_compiled(importlib.import_module(f"postclient.smtp.{name}"))
                for name in AGENT_MODULES):
         pytest.skip("not compiled: see test_agent_modules_are_compiled")
-    (engine_file,) = _python("import postclient.smtp.engine as e; print(e.__file__)", False)
+    (engine_file,) = run_python("import postclient.smtp.engine as e; print(e.__file__)", False)
     assert not engine_file.endswith(".py")
 
 

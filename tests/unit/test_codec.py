@@ -13,6 +13,7 @@ import pytest
 
 import postclient.codec
 from postclient.codec import _encode_py
+from tests.fresh_python import run_python
 
 IMPLEMENTATIONS = {"python": _encode_py}
 try:
@@ -65,22 +66,6 @@ def test_selector_exports():
     assert postclient.codec.MimeError is _encode_py.MimeError
     if _encode_c is not None:
         assert _encode_c.MimeError is _encode_py.MimeError
-
-
-def run_python(code, no_extensions=False):
-    """Run code in a fresh interpreter that imports this checkout's postclient."""
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(postclient.__file__)))
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [root, os.environ.get("PYTHONPATH")]))
-    environment.pop("POSTCLIENT_NO_EXTENSIONS", None)
-    if no_extensions:
-        environment["POSTCLIENT_NO_EXTENSIONS"] = "1"
-    result = subprocess.run([sys.executable, "-c", code], env=environment,
-                            capture_output=True, text=True, check=True)
-    return result.stdout.split()
 
 
 def test_selector_honours_no_extensions():

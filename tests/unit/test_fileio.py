@@ -8,14 +8,12 @@ test_compiled_module_loaded fails when the Cython build is missing.
 import errno
 import fcntl
 import os
-import subprocess
-import sys
 
 import pytest
 
-import postclient
 from postclient.queue import _fileio_py
 from postclient.queue import fileio as selector
+from tests.fresh_python import run_python
 
 TWINS = {"python": _fileio_py}
 try:
@@ -45,14 +43,9 @@ def test_compiled_module_loaded():
 
 
 def test_the_selector_honours_no_extensions():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(postclient.__file__)))
-    environment = dict(os.environ, POSTCLIENT_NO_EXTENSIONS="1",
-                       PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    out = subprocess.run([sys.executable, "-c",
-                          "import postclient.queue.fileio as f, postclient.queue._fileio_py as p;"
-                          "print(f.IMPLEMENTATION, f.load_file is p.load_file)"],
-                         env=environment, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["python", "True"]
+    out = run_python("import postclient.queue.fileio as f, postclient.queue._fileio_py as p;"
+                     "print(f.IMPLEMENTATION, f.load_file is p.load_file)", no_extensions=True)
+    assert out == ["python", "True"]
 
 
 def test_unlink_paths_reports_each_path_in_order(fileio, tmp_path):
