@@ -6,12 +6,12 @@ untested feature.  A compiled delivery agent module older than its source
 stops the run before it starts (setup.py compiles them with mypyc).
 """
 
-import glob
 import os
 
 import pytest
 
 from tests.peers import PEER_MISSING, in_ci
+from tests.stale_build import stale_modules
 
 
 def pytest_sessionstart(session):
@@ -19,11 +19,8 @@ def pytest_sessionstart(session):
     run (an extension wins over the .py): stop at once and say so."""
     import postclient.smtp
 
-    directory = os.path.dirname(postclient.smtp.__file__)
-    for built in glob.glob(os.path.join(directory, "*.so")):
-        source = os.path.join(directory, os.path.basename(built).split(".", 1)[0] + ".py")
-        if os.path.exists(source) and os.path.getmtime(built) < os.path.getmtime(source):
-            pytest.exit(f"{built} is older than {source}: run `make build`", returncode=3)
+    for built, source in stale_modules(os.path.dirname(postclient.smtp.__file__)):
+        pytest.exit(f"{built} is older than {source}: run `make build`", returncode=3)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -8,6 +8,7 @@ differ: class constants, class-level tables, declared types.
 """
 
 import importlib
+import importlib.machinery
 import os
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from postclient import extensions
 from postclient.smtp import commands, driver, events, protocol
 from tests.fresh_python import ROOT, run_python
+from tests.stale_build import stale_modules
 AGENT_MODULES = ("commands", "driver", "engine", "events", "protocol", "reply", "service",
                  "trouble")
 
@@ -44,13 +46,19 @@ def test_agent_modules_are_compiled():
             f"{module.__name__} comes from {module.__file__}: run `make build` (needs mypy)")
 
 
-def test_compiled_modules_are_not_older_than_their_sources():
-    """A stale build would run old code: the suite stops at the start for it (conftest.py)."""
-    for name in AGENT_MODULES:
-        module = importlib.import_module(f"postclient.smtp.{name}")
-        if extensions.is_compiled(module):
-            source = os.path.join(os.path.dirname(module.__file__), f"{name}.py")
-            assert os.path.getmtime(module.__file__) >= os.path.getmtime(source), module.__file__
+def test_a_compiled_module_older_than_its_source_is_found(tmp_path):
+    """What tests/conftest.py stops the run for: a stale build would run old code."""
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    for name, built_at, source_at in (("fresh", 200, 100), ("same", 100, 100),
+                                      ("stale", 100, 200)):
+        (tmp_path / f"{name}{suffix}").write_bytes(b"")
+        (tmp_path / f"{name}.py").write_text("")
+        os.utime(tmp_path / f"{name}{suffix}", (built_at, built_at))
+        os.utime(tmp_path / f"{name}.py", (source_at, source_at))
+    (tmp_path / f"alone{suffix}").write_bytes(b"")         # no source beside it: a pyx build
+    os.utime(tmp_path / f"alone{suffix}", (1, 1))
+    assert stale_modules(str(tmp_path)) == [(str(tmp_path / f"stale{suffix}"),
+                                             str(tmp_path / "stale.py"))]
 
 
 def test_no_extensions_loads_the_agent_modules_from_source():
