@@ -7,11 +7,10 @@ written out by hand or built with explicit slicing from the rules in
 docs/codec.md, never taken from either implementation.
 """
 
-import os
-
 import pytest
 
 import postclient.codec
+from postclient import extensions
 from postclient.codec import _encode_py
 from tests.fresh_python import run_python
 
@@ -48,7 +47,7 @@ def chunked(codec, content, sizes, **options):
 
 def test_compiled_module_loaded():
     """Fails (does not skip) when the Cython extension did not load."""
-    if os.environ.get("POSTCLIENT_NO_EXTENSIONS", "") not in ("", "0"):
+    if extensions.disabled():
         assert postclient.codec.IMPLEMENTATION == "python"
         return
     assert _encode_c is not None, (

@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from postclient import extensions
 from postclient.queue import _fileio_py
 from postclient.queue import fileio as selector
 from tests.fresh_python import run_python
@@ -33,7 +34,7 @@ def fileio(request):
 
 def test_compiled_module_loaded():
     """Fails (does not skip) when the Cython extension did not load."""
-    if os.environ.get("POSTCLIENT_NO_EXTENSIONS", "") not in ("", "0"):
+    if extensions.disabled():
         assert selector.IMPLEMENTATION == "python"
         return
     assert _fileio_c is not None, "build it with `python setup.py build_ext --inplace`"

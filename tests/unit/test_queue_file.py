@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from postclient import extensions
 from postclient.queue import qid, queuefile, statuslog
 from postclient.smtp.request import Recipient
 
@@ -25,7 +26,7 @@ def scanner(request, monkeypatch):
 
 
 def test_the_compiled_scanner_is_loaded(scanner):
-    if scanner == "python only" or os.environ.get("POSTCLIENT_NO_EXTENSIONS", "") not in ("", "0"):
+    if scanner == "python only" or extensions.disabled():
         return
     from postclient.queue import _records_c
     assert queuefile._scan is _records_c.scan
