@@ -1,5 +1,5 @@
 # cython: language_level=3, binding=True
-"""The queue manager's file calls, a whole task per GIL release.
+"""The queue's batched file calls, a whole task per GIL release.
 
 Compiled by setup.py into postclient.queue._fileio_c; selected by
 postclient.queue.fileio (which says why it exists) unless
@@ -16,6 +16,12 @@ Exports:
       fstat, pread up to ``limit`` bytes from 0, close.  errno 0 when all
       went well, else that of the failed ``stage`` ("rename", "open",
       "read"); ``locked`` when the probe found the lock held (nothing read).
+  move_names(source_fd, target_fd, names, mtime=None) -> the errno of each
+      move, 0 where it worked: utimensat() (atime and mtime) when ``mtime``
+      is given, else fstatat() and a regular file or ENOENT; then
+      renameat2(RENAME_NOREPLACE), or where the kernel or file system lacks
+      it (ENOSYS, EINVAL) an fstatat() of the target (EEXIST) and renameat().
+      For ``postclient super``'s moves of many messages.
 
 Paths are str or bytes (os.fsencode()).  Compatible with Cython 0.29.32
 (Debian bookworm) and Cython 3.x.
@@ -39,6 +45,24 @@ cdef extern from "<unistd.h>" nogil:
 
 cdef extern from "<stdio.h>" nogil:
     int rename(const char *old, const char *new)
+    int renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath)
+
+cdef extern from "<sys/syscall.h>" nogil:
+    long SYS_renameat2
+
+cdef extern from "<unistd.h>" nogil:
+    long syscall(long number, ...)
+
+cdef extern from "<errno.h>" nogil:
+    int ENOENT
+    int EEXIST
+    int ENOSYS
+    int EINVAL
+
+cdef extern from "<time.h>" nogil:
+    cdef struct timespec:
+        long tv_sec
+        long tv_nsec
 
 cdef extern from "<fcntl.h>" nogil:
     int open(const char *path, int flags)
@@ -53,7 +77,17 @@ cdef extern from "<sys/file.h>" nogil:
 cdef extern from "<sys/stat.h>" nogil:
     cdef struct stat:
         long st_size
+        unsigned int st_mode
     int fstat(int fd, stat *buf)
+    int fstatat(int dirfd, const char *path, stat *buf, int flags)
+    int utimensat(int dirfd, const char *path, const timespec *times, int flags)
+    bint S_ISREG(unsigned int mode)
+
+cdef extern from "<fcntl.h>" nogil:
+    int AT_SYMLINK_NOFOLLOW
+
+cdef enum:
+    RENAME_NOREPLACE = 1        # <linux/fs.h>
 
 
 cdef bytes _encoded(path):
@@ -142,3 +176,63 @@ def load_file(old, new, Py_ssize_t limit):
         return 0, "", False, size, PyBytes_FromStringAndSize(buffer, got)
     finally:
         free(buffer)
+
+
+cdef int _move_one(int source, int target, const char *name, bint set_time,
+                   const timespec *times) noexcept nogil:
+    """One move of move_names(): 0 or the errno."""
+    cdef stat info
+    if set_time:
+        if utimensat(source, name, times, 0) != 0:
+            return errno
+    elif fstatat(source, name, &info, 0) != 0:
+        return errno
+    elif not S_ISREG(info.st_mode):
+        return ENOENT
+    if syscall(SYS_renameat2, source, name, target, name, <int>RENAME_NOREPLACE) == 0:
+        return 0
+    if errno != ENOSYS and errno != EINVAL:
+        return errno
+    if fstatat(target, name, &info, AT_SYMLINK_NOFOLLOW) == 0:
+        return EEXIST
+    if errno != ENOENT:
+        return errno
+    return errno if renameat(source, name, target, name) != 0 else 0
+
+
+def move_names(int source_fd, int target_fd, names, mtime=None):
+    """Move each name between two open directories, never replacing: see the
+    module docstring.  The GIL is released once for all of them."""
+    cdef Py_ssize_t count = len(names), i
+    cdef const char **c_names
+    cdef int *errors
+    cdef timespec times[2]
+    cdef bint set_time = mtime is not None
+    cdef double seconds
+    if set_time:
+        seconds = float(mtime)
+        times[0].tv_sec = <long>seconds
+        if times[0].tv_sec > seconds:       # a negative time rounds down, as os.utime()
+            times[0].tv_sec -= 1
+        times[0].tv_nsec = <long>((seconds - times[0].tv_sec) * 1e9)
+        if times[0].tv_nsec >= 1000000000:
+            times[0].tv_sec += 1
+            times[0].tv_nsec -= 1000000000
+        times[1] = times[0]
+    keep = [_encoded(name) for name in names]
+    c_names = <const char **>malloc(max(count, 1) * sizeof(char *))
+    errors = <int *>malloc(max(count, 1) * sizeof(int))
+    if c_names == NULL or errors == NULL:
+        free(c_names)
+        free(errors)
+        raise MemoryError()
+    try:
+        for i in range(count):
+            c_names[i] = PyBytes_AS_STRING(keep[i])
+        with nogil:
+            for i in range(count):
+                errors[i] = _move_one(source_fd, target_fd, c_names[i], set_time, times)
+        return [errors[i] for i in range(count)]
+    finally:
+        free(c_names)
+        free(errors)

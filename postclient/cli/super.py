@@ -35,13 +35,18 @@ act on it by rename or unlink all the same, and the queue manager drops
 the message when it finds its file gone.  Afterwards the queue manager is
 woken up when there is something for it to notice (requeued or released
 mail, changes in active/); when it does not run, the change waits for
-it, with a warning for requeued or released mail.
+it, with a warning for requeued or released mail.  With ``ALL``, the
+messages of a queue move up to MOVE_CHUNK at a time, in one compiled call
+(fileio.move_names()); a message the target queue already has stays where it
+is, the others of its chunk still move and are counted, and the command
+stops with an error after that chunk.
 
 Exit statuses: 0 success (also with invalid or unknown IDs); 64 bad usage
 (no operation, unknown queue name); 74 a file operation failed; 77
 permission denied; 78 configuration error.
 """
 
+import errno
 import os
 import sys
 import time
@@ -96,6 +101,7 @@ def add_arguments(parser):
 
 
 EARLY_WAKE = 100    # messages released or requeued before the first early wakeup
+MOVE_CHUNK = 1000   # messages moved by one compiled call (``ALL``)
 
 
 class _Run:
@@ -159,6 +165,33 @@ class _Run:
             self._done(action, queue_name)
         return done
 
+    def move_all(self, action, queue_name, queue_ids):
+        """apply() to many messages of one queue, MOVE_CHUNK to a compiled call
+        (QueueMover.move_many()), each chunk ending where an early wakeup is due."""
+        start = 0
+        while start < len(queue_ids):
+            size = MOVE_CHUNK
+            if self.next_early_wake is not None:
+                size = max(1, min(size, self.next_early_wake - self.moved_on))
+            chunk = queue_ids[start:start + size]
+            start += size
+            mtime = time.time() if action.target in ("deferred", "incoming") else None
+            errors = self.mover.move_many(chunk, queue_name, action.target, mtime)
+            failed = None
+            for queue_id, error in zip(chunk, errors):
+                if error == 0:
+                    if action.name == "requeue":
+                        manage.remove_defer_log(self.queue_directory, queue_id)
+                    self._done(action, queue_name)
+                elif error != errno.ENOENT and failed is None:
+                    failed = queue_id, error
+            if failed is not None:      # the moves before and after it stand, and are reported
+                queue_id, error = failed
+                if error == errno.EEXIST:
+                    raise FileExistsError(f"{action.target}/{queue_id} already exists")
+                raise OSError(error, os.strerror(error),
+                              manage.message_path(self.queue_directory, queue_name, queue_id))
+
     def one(self, action, queue_id):
         if not valid_queue_id(queue_id):
             self.lines.append((warning_text(COMMAND, f"invalid mail queue id: {printable(queue_id)}"),
@@ -174,10 +207,14 @@ class _Run:
     def all(self, action):
         # Listed before anything moves, so that a message moved into a queue
         # that comes later in the list is not taken (and counted) twice.
-        listed = [(queue_name, queue_id) for queue_name in self.queues(action)
-                  for queue_id in manage.queue_ids(self.queue_directory, queue_name)]
-        for queue_name, queue_id in listed:
-            self.apply(action, queue_name, queue_id)
+        listed = [(queue_name, manage.queue_ids(self.queue_directory, queue_name))
+                  for queue_name in self.queues(action)]
+        for queue_name, queue_ids in listed:
+            if action.target is None or queue_name == action.target:
+                for queue_id in queue_ids:
+                    self.apply(action, queue_name, queue_id)
+            else:
+                self.move_all(action, queue_name, queue_ids)
         if action.name == "delete" and not self.explicit_queues:
             self.mover.sync()       # the deletions durable (and their logs gone) first
             manage.remove_orphan_status_logs(self.queue_directory)

@@ -1,4 +1,4 @@
-"""The queue manager's batched file calls, in Python: the readable twin of
+"""The queue's batched file calls, in Python: the readable twin of
 pyx/_fileio_c.pyx (see postclient/queue/fileio.py for why both exist).
 
 Both give the same results for the same files; tests/unit/test_fileio.py
@@ -8,6 +8,7 @@ runs them side by side.
 import errno
 import fcntl
 import os
+import stat
 
 
 def _encoded(path):
@@ -73,3 +74,69 @@ def load_file(old, new, limit):
         return error.errno or errno.EIO, "read", False, 0, b""
     finally:
         os.close(descriptor)        # also releases the probe's lock
+
+
+def move_names(source_descriptor, target_descriptor, names, mtime=None):
+    """Move each file ``name`` from one open directory to another under the
+    same name, never replacing a file there; the errno of each (0: moved).
+
+    With ``mtime`` (seconds), its access and modification times are set
+    first, so it appears in the target with them; without, a name that is
+    not a regular file is not moved (ENOENT).  EEXIST when the target has
+    the name already.  Every name is tried.
+    """
+    encoded = [_encoded(name) for name in names]
+    errors = []
+    for name in encoded:
+        try:
+            if mtime is not None:
+                os.utime(name, (mtime, mtime), dir_fd=source_descriptor)
+            elif not stat.S_ISREG(os.stat(name, dir_fd=source_descriptor).st_mode):
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+            rename_noreplace(name, source_descriptor, target_descriptor)
+        except OSError as error:
+            errors.append(error.errno or errno.EIO)
+        else:
+            errors.append(0)
+    return errors
+
+
+_RENAME_NOREPLACE = 1         # <linux/fs.h>
+_libc = None                  # (ctypes, renameat2 or None), loaded at the first move
+
+
+def _renameat2():
+    """ctypes and the C library's renameat2 (None where it has none).  Loaded
+    when first needed: a listing or a flush need not pay for ctypes."""
+    global _libc
+    if _libc is None:
+        import ctypes
+        _libc = ctypes, getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    return _libc
+
+
+def rename_noreplace(name, source_descriptor, target_descriptor):
+    """Rename ``name`` between two open directories, never replacing a file.
+
+    renameat2(RENAME_NOREPLACE) checks and renames in one atomic step (and one
+    system call); where the C library, kernel or file system lacks it, an
+    lstat() comes first, which leaves a window no other postclient tool uses.
+    FileExistsError if the target exists, FileNotFoundError if the source
+    does not.
+    """
+    ctypes, renameat2 = _renameat2()
+    if renameat2 is not None:
+        encoded = os.fsencode(name)
+        if renameat2(source_descriptor, encoded, target_descriptor, encoded,
+                     _RENAME_NOREPLACE) == 0:
+            return
+        error = ctypes.get_errno()
+        if error not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(error, os.strerror(error), name)
+    try:
+        os.lstat(name, dir_fd=target_descriptor)
+    except FileNotFoundError:
+        pass
+    else:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), name)
+    os.rename(name, name, src_dir_fd=source_descriptor, dst_dir_fd=target_descriptor)

@@ -41,6 +41,7 @@ def test_compiled_module_loaded():
     assert selector.IMPLEMENTATION == "cython", selector._import_error
     assert selector.load_file is _fileio_c.load_file
     assert selector.unlink_paths is _fileio_c.unlink_paths
+    assert selector.move_names is _fileio_c.move_names
 
 
 def test_the_selector_honours_no_extensions():
@@ -117,3 +118,86 @@ def test_no_descriptor_is_left_open_whatever_the_outcome(fileio, tmp_path):
         fileio.load_file(None, tmp_path / "dir", 10)           # failed after the open
         fileio.load_file(None, tmp_path / "gone", 10)          # failed open
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+# --- move_names (postclient super's moves of many messages) ----------------------------
+@pytest.fixture
+def two_dirs(tmp_path):
+    """(source path, target path, source fd, target fd); the descriptors closed after."""
+    source, target = tmp_path / "hold", tmp_path / "deferred"
+    source.mkdir()
+    target.mkdir()
+    fds = os.open(source, os.O_RDONLY | os.O_DIRECTORY), os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    yield source, target, fds[0], fds[1]
+    for fd in fds:
+        os.close(fd)
+
+
+def test_move_names_moves_each_and_reports_each_in_order(fileio, two_dirs):
+    source, target, source_fd, target_fd = two_dirs
+    for name in ("a", "b", "d"):
+        (source / name).write_bytes(name.encode())
+    (target / "b").write_bytes(b"the other b")
+    (source / "dir").mkdir()
+    errors = fileio.move_names(source_fd, target_fd, ["a", "b", "c", b"d", "dir"], 1500000000.25)
+    assert errors == [0, errno.EEXIST, errno.ENOENT, 0, 0]      # a directory's times can be set
+    assert sorted(os.listdir(source)) == ["b"]
+    assert sorted(os.listdir(target)) == ["a", "b", "d", "dir"]
+    assert (target / "b").read_bytes() == b"the other b"          # never replaced
+    assert (source / "b").read_bytes() == b"b"
+    for name in ("a", "d"):
+        info = os.stat(target / name)
+        assert (info.st_mtime_ns, info.st_atime_ns) == (1500000000250000000,) * 2
+    assert fileio.move_names(source_fd, target_fd, [], 1.0) == []
+
+
+def test_move_names_without_a_time_moves_regular_files_only_and_keeps_their_times(fileio, two_dirs):
+    source, target, source_fd, target_fd = two_dirs
+    (source / "a").write_bytes(b"a")
+    os.utime(source / "a", (1000, 2000))
+    (source / "dir").mkdir()
+    os.symlink("a", source / "link")            # followed, as os.path.isfile() does
+    os.symlink("missing", source / "dangling")
+    errors = fileio.move_names(source_fd, target_fd, ["link", "a", "dir", "dangling"])
+    assert errors == [0, 0, errno.ENOENT, errno.ENOENT]
+    assert sorted(os.listdir(target)) == ["a", "link"]
+    assert os.stat(target / "a").st_mtime == 2000
+    assert sorted(os.listdir(source)) == ["dangling", "dir"]
+
+
+@pytest.mark.parametrize("mtime", [0, 1.5, 1700000000.999999, -1.25])
+def test_move_names_sets_the_times_os_utime_sets(fileio, two_dirs, mtime):
+    source, target, source_fd, target_fd = two_dirs
+    (source / "a").write_bytes(b"a")
+    (source / "b").write_bytes(b"b")
+    os.utime(source / "b", (mtime, mtime))
+    assert fileio.move_names(source_fd, target_fd, ["a"], mtime) == [0]
+    assert os.stat(target / "a").st_mtime_ns == os.stat(source / "b").st_mtime_ns
+
+
+def test_move_names_refuses_a_nul_before_anything_moves(fileio, two_dirs):
+    source, target, source_fd, target_fd = two_dirs
+    (source / "a").write_bytes(b"a")
+    with pytest.raises(ValueError):
+        fileio.move_names(source_fd, target_fd, ["a", b"bad\0name"], 1.0)
+    assert os.listdir(source) == ["a"] and os.listdir(target) == []
+
+
+def test_move_names_on_a_closed_descriptor_reports_ebadf(fileio, tmp_path):
+    (tmp_path / "a").write_bytes(b"a")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    os.close(fd)
+    assert fileio.move_names(fd, fd, ["a"], 1.0) == [errno.EBADF]
+    assert os.listdir(tmp_path) == ["a"]
+
+
+def test_the_python_twin_without_renameat2_still_never_replaces(two_dirs, monkeypatch):
+    """Where the C library has no renameat2: an lstat of the target, then rename."""
+    source, target, source_fd, target_fd = two_dirs
+    ctypes, _ = _fileio_py._renameat2()
+    monkeypatch.setattr(_fileio_py, "_libc", (ctypes, None))
+    for name in ("a", "b"):
+        (source / name).write_bytes(name.encode())
+    os.symlink("nowhere", target / "b")         # a dangling link is there all the same
+    assert _fileio_py.move_names(source_fd, target_fd, ["a", "b"], 1.0) == [0, errno.EEXIST]
+    assert sorted(os.listdir(source)) == ["b"] and os.path.islink(target / "b")

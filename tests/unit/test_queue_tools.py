@@ -16,7 +16,7 @@ from postclient.cli import cat as cat_command
 from postclient.cli import queue as queue_command
 from postclient.cli.main import main
 from postclient.master.listen import make_queue_directories
-from postclient.queue import manage, queuefile, statuslog
+from postclient.queue import _fileio_py, manage, queuefile, statuslog
 from postclient.queue.qid import new_queue_id
 from postclient.smtp.request import Recipient
 
@@ -531,6 +531,23 @@ def test_a_move_never_replaces_a_message(capsys, qdir, qmgr):
     assert kept.recipients[0].address == "second@example.com"
 
 
+def test_release_all_with_one_conflict_moves_and_reports_the_others(capsys, qdir, qmgr):
+    """ALL moves a queue's messages in compiled batches: one message that
+    deferred/ already holds stays in hold/, the others of its batch move, are
+    counted, and the command fails naming it."""
+    for queue_id in (ID1, ID2, ID3):
+        put(qdir, "hold", queue_id, ["held@example.com"])
+    put(qdir, "deferred", ID2, ["other@example.com"])
+    code, _, err = run(capsys, qdir, "super", "-H", "ALL")
+    assert code == os.EX_IOERR
+    assert err == ("postclient/super: Released from hold: 2 messages\n"
+                   f"postclient/super: fatal: deferred/{ID2} already exists\n")
+    assert files(qdir, "hold") == [ID2] and files(qdir, "deferred") == [ID1, ID2, ID3]
+    kept = queuefile.read_queue_file(str(qdir / "deferred" / ID2))
+    assert kept.recipients[0].address == "other@example.com"
+    assert time.time() - os.stat(qdir / "deferred" / ID1).st_mtime < 60     # due now
+
+
 def test_without_a_queue_manager_requeue_warns_and_delete_does_not(capsys, qdir, qmgr):
     _, state = qmgr
     state["up"] = False
@@ -706,9 +723,9 @@ def test_move_message_is_one_rename_that_never_replaces(qdir):
 @pytest.mark.parametrize("renameat2", ["kernel", "missing"])
 def test_a_move_keeps_the_file_it_would_replace(qdir, monkeypatch, renameat2):
     """renameat2(RENAME_NOREPLACE) where there is one, an lstat first where not."""
-    ctypes, found = manage._renameat2()
+    ctypes, found = _fileio_py._renameat2()
     if renameat2 == "missing":
-        monkeypatch.setattr(manage, "_libc", (ctypes, None))
+        monkeypatch.setattr(_fileio_py, "_libc", (ctypes, None))
     else:
         assert found is not None          # glibc >= 2.28 has it
     put(qdir, "hold", ID1)
