@@ -22,13 +22,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 EXTENSION_PACKAGES = {"_fileio_c": "queue", "_records_c": "queue"}
 
-# One compilation group: their calls to each other are direct.  reuse.py stays
-# Python: its tests replace functions it calls (scache, QUIT), which calls
-# inside a group would not see.  mypyc checks declared types at run time, so
-# these modules declare Any (the type in a comment) wherever Python would take
-# another type: compiled, they must behave exactly as their source.
+# One compilation group: their calls to each other are direct, so a test that
+# replaces one of their functions is not seen by the others (tests replace what
+# they must from outside the group: the scache client, the clock).  mypyc checks
+# declared types at run time, so these modules declare Any (the type in a
+# comment) wherever Python would take another type: compiled, they must behave
+# exactly as their source.
 AGENT_MODULES = ["postclient/smtp/{}.py".format(name) for name in (
-    "commands", "driver", "engine", "events", "protocol", "reply", "service", "trouble")]
+    "commands", "driver", "engine", "events", "protocol", "reply", "reuse", "service", "trouble")]
 
 
 def codec_extensions():

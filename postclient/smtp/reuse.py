@@ -111,6 +111,7 @@ import logging
 import socket
 import threading
 import time
+from typing import Any
 
 from .. import maps
 from ..config.registry import protocol_name
@@ -129,12 +130,12 @@ PROPERTIES_VERSION = 1
 class CachedSession:
     """A connection taken from the cache, probed, ready for run_session()."""
 
-    address: ServerAddress
-    sock: socket.socket
-    client: Client        # resumed; its Ready event is still queued
-    opened: float         # wall-clock time the connection was first opened
-    best_mx: bool
-    continued: bool = False   # the next message of a batch: not probed (see the docstring)
+    address: Any          # ServerAddress
+    sock: Any             # socket.socket
+    client: Any           # protocol.Client, resumed; its Ready event is still queued
+    opened: Any           # float (or int, from scache): when the connection was first opened
+    best_mx: Any          # bool
+    continued: Any = False    # bool; the next message of a batch: not probed (see the docstring)
 
 
 # --- labels and properties -------------------------------------------------------------
@@ -213,7 +214,7 @@ def _same_peer(sock, address):
         return False
 
 
-_tables = {}     # smtp_connection_cache_destinations tables, opened once per process
+_tables: dict = {}     # smtp_connection_cache_destinations tables, opened once per process
 
 
 def _identity(config, protocol):
@@ -283,7 +284,7 @@ class RequestCache:
         return self.config.get(protocol_name(name, self.protocol))
 
     @property
-    def active(self):
+    def active(self) -> bool:
         return self.load or self.store
 
     # --- policy ---------------------------------------------------------------------------
@@ -576,7 +577,7 @@ class RequestCache:
 
 # --- in-process reuse: one idle session kept between requests -----------------------------
 
-HOLD_IDLE = 0.25    # seconds without a request before a kept session goes to scache
+HOLD_IDLE: Any = 0.25   # seconds (float or int) without a request before a kept session goes to scache
 
 
 @dataclasses.dataclass
@@ -586,19 +587,19 @@ class _Held:
 
     protocol: str
     identity: str
-    address: ServerAddress
-    sock: socket.socket
-    client: Client        # READY; its capabilities are what a resumed core gets
-    opened: float
-    best_mx: bool
+    address: Any          # ServerAddress
+    sock: Any             # socket.socket
+    client: Any           # protocol.Client, READY; its capabilities are what a resumed core gets
+    opened: Any           # float, or int
+    best_mx: Any          # bool
     endp_label: str
-    dest_label: str       # the next-hop label it is also saved under, or None
-    ttl: int
-    reuse_limit: int
-    scache: object
-    batch: object = None  # the batched request whose message left it (see the docstring)
-    since: float = 0.0    # time.monotonic() when it became idle in this process
-    pid: int = dataclasses.field(default_factory=current_pid)
+    dest_label: Any       # str: the next-hop label it is also saved under, or None
+    ttl: Any              # int (seconds)
+    reuse_limit: Any      # int (seconds)
+    scache: Any           # ScacheClient
+    batch: Any = None     # the batched request whose message left it (see the docstring)
+    since: Any = 0.0      # float: time.monotonic() when it became idle in this process
+    pid: Any = dataclasses.field(default_factory=current_pid)   # int
 
     def hand_over(self):
         """What session_done() did at once before: save_endp (+ save_dest), else QUIT
@@ -645,9 +646,9 @@ class _Held:
 # Kept sessions, while no request has them: one per serving thread of this
 # process (a threaded agent runs several requests at once, skeleton.py), so
 # that each thread's next request finds the session its last one left.
-_held = {}                          # threading.get_ident() -> _Held
+_held: dict = {}                    # threading.get_ident() -> _Held
 _held_cond = threading.Condition()  # guards _held; the idle worker's hand-overs run under it
-_worker = None
+_worker: Any = None                 # threading.Thread, once started
 
 
 def _claim():

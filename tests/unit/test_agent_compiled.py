@@ -14,11 +14,11 @@ import os
 import pytest
 
 from postclient import extensions
-from postclient.smtp import commands, driver, events, protocol
+from postclient.smtp import commands, driver, events, protocol, reuse
 from tests.fresh_python import ROOT, run_python
 from tests.stale_build import stale_modules
-AGENT_MODULES = ("commands", "driver", "engine", "events", "protocol", "reply", "service",
-                 "trouble")
+AGENT_MODULES = ("commands", "driver", "engine", "events", "protocol", "reply", "reuse",
+                 "service", "trouble")
 
 
 def _setup_py_modules():
@@ -116,3 +116,24 @@ def test_fields_take_what_python_would():
 
 def test_singletons_stay_single():
     assert events._NeedData() is events.NEED_DATA and events._Paused() is events.PAUSED
+
+
+def test_reuse_reads_its_module_variables_when_it_runs(monkeypatch):
+    """Compiled, reuse.py must still see HOLD_IDLE and _held replaced at run time (the
+    shutdown test relies on both), an int where the source has a float included."""
+    class Kept:
+        since, ttl = 10.0, 3600
+
+    monkeypatch.setattr(reuse, "HOLD_IDLE", 5)
+    assert reuse._hand_over_at(Kept()) == 15
+    monkeypatch.setattr(reuse, "HOLD_IDLE", 7200.5)
+    assert reuse._hand_over_at(Kept()) == 3610.0            # min(HOLD_IDLE, ttl)
+    mine = {}
+    monkeypatch.setattr(reuse, "_held", mine)
+    kept = Kept()
+    kept.pid = os.getpid()
+    kept.hand_over = lambda: None
+    monkeypatch.setattr(reuse, "HOLD_IDLE", 3600)
+    reuse._publish(kept)
+    assert list(mine.values()) == [kept] and isinstance(kept.since, float)
+    assert reuse._claim() is kept and mine == {}

@@ -15,6 +15,7 @@ from postclient.config.config import Config
 from postclient.smtp import reuse
 from postclient.smtp.destination import Site
 from postclient.smtp.ehlo import Capabilities
+from postclient.smtp.events import PAUSED
 from postclient.smtp.request import DeliveryRequest, Recipient
 from postclient.smtp.resolve import Resolution, ServerAddress
 
@@ -49,29 +50,52 @@ class FakeScache:
 
 
 class FakeClient:
+    """A protocol core as driver.quit_session() drives it: quit() is recorded, and the
+    session then ends at once (the real quit_session runs: a compiled reuse.py calls
+    it directly, so it cannot be replaced)."""
+
     def __init__(self, reusable=True, state="READY"):
         self.reusable = reusable
         self.state = state
         self.capabilities = Capabilities(esmtp=True, pipelining=True)
         self.next_envelope = None       # no next message's transaction under way
+        self.quit_sent = False
+
+    def quit(self):
+        assert not self.quit_sent, "QUIT sent twice"
+        self.quit_sent = True
+        self.state = "CLOSED"
+
+    def next_event(self):
+        return PAUSED
+
+    def data_to_send(self):
+        return b""
 
 
 class FakeConnection:
+    def __init__(self):
+        self.closed = False
+
     class sock:
         @staticmethod
         def fileno():
             return 99
 
+    def close(self):
+        self.closed = True
+
 
 def started(tmp_path, monkeypatch, text="", use=True, store=True):
-    """A RequestCache whose policy is decided, with a FakeScache; (cache, fake, quits)."""
+    """A RequestCache whose policy is decided, with a FakeScache; (cache, fake).
+
+    shared_client is imported from postclient.scache.client, outside the compiled
+    group: reuse.py looks it up at run time, so replacing it works compiled too."""
     fake = FakeScache()
     monkeypatch.setattr(reuse, "shared_client", lambda directory, timeout: fake)
-    quits = []
-    monkeypatch.setattr(reuse.driver, "quit_session", lambda connection, client: quits.append(client))
     cache = reuse.RequestCache(config(tmp_path, text), request(use, store), "smtp")
     cache.begin_site(SITE, Resolution(SITE, [ADDRESS]))
-    return cache, fake, quits
+    return cache, fake
 
 
 def test_labels():
@@ -90,7 +114,7 @@ def test_labels():
 
 
 def test_identity_separates_services_helo_names_and_source_addresses(tmp_path, monkeypatch):
-    cache, _, _ = started(tmp_path, monkeypatch, "smtp_helo_name = other.example\n"
+    cache, _ = started(tmp_path, monkeypatch, "smtp_helo_name = other.example\n"
                                                  "smtp_bind_address = 127.0.0.2\n")
     assert cache._identity() == "|service=relay|helo=other.example|bind=127.0.0.2"
     assert cache.dest_label == "smtp:example.com:25|service=relay|helo=other.example|bind=127.0.0.2"
@@ -134,7 +158,7 @@ def test_destination_patterns(patterns, name, expected):
      "smtp_connection_cache_destinations = example.com\n", False, False, (True, True)),
 ])
 def test_policy(tmp_path, monkeypatch, text, use, store, expected):
-    cache, _, _ = started(tmp_path, monkeypatch, text, use, store)
+    cache, _ = started(tmp_path, monkeypatch, text, use, store)
     assert (cache.load, cache.store) == expected
     assert cache.keep_open() is expected[1]
 
@@ -159,32 +183,34 @@ def test_a_disabled_cache_is_not_used(tmp_path, monkeypatch):
 
 
 def test_a_good_session_is_saved_under_endpoint_and_destination_once(tmp_path, monkeypatch):
-    cache, fake, quits = started(tmp_path, monkeypatch, "smtp_connection_cache_time_limit = 3s\n")
-    cache.session_done(FakeConnection(), FakeClient(), ADDRESS, time.time(), True, SITE)
+    cache, fake = started(tmp_path, monkeypatch, "smtp_connection_cache_time_limit = 3s\n")
+    client, connection = FakeClient(), FakeConnection()
+    cache.session_done(connection, client, ADDRESS, time.time(), True, SITE)
     endp_label = "smtp:[192.0.2.1]:25|service=relay|helo=me.example"
     assert [entry[:3] for entry in fake.saved] == [("endp", 3, endp_label),
                                                    ("dest", 3, cache.dest_label)]
     assert fake.saved[1][3:] == ('{"version":1,"best_mx":true}', endp_label)
-    assert quits == []
+    assert not client.quit_sent and not connection.closed
     # A second session of the same request: endpoint only.
     cache.session_done(FakeConnection(), FakeClient(), ADDRESS, time.time(), True, SITE)
     assert [entry[0] for entry in fake.saved] == ["endp", "dest", "endp"]
 
 
 def test_sessions_that_must_not_be_cached_end_with_quit(tmp_path, monkeypatch):
-    cache, fake, quits = started(tmp_path, monkeypatch,
-                                 "smtp_connection_reuse_time_limit = 10s\n")
+    cache, fake = started(tmp_path, monkeypatch, "smtp_connection_reuse_time_limit = 10s\n")
     tainted = FakeClient(reusable=False)                   # protocol error, garbage ...
-    cache.session_done(FakeConnection(), tainted, ADDRESS, time.time(), True, SITE)
     closed = FakeClient(reusable=False, state="CLOSED")    # I/O error, QUIT
-    cache.session_done(FakeConnection(), closed, ADDRESS, time.time(), True, SITE)
     old = FakeClient()
-    cache.session_done(FakeConnection(), old, ADDRESS, time.time() - 11, True, SITE)
+    connections = [FakeConnection() for _ in range(3)]
+    cache.session_done(connections[0], tainted, ADDRESS, time.time(), True, SITE)
+    cache.session_done(connections[1], closed, ADDRESS, time.time(), True, SITE)
+    cache.session_done(connections[2], old, ADDRESS, time.time() - 11, True, SITE)
     assert fake.saved == []
-    assert quits == [tainted, old]
+    assert [client.quit_sent for client in (tainted, closed, old)] == [True, False, True]
+    assert [connection.closed for connection in connections] == [True, False, True]
     # A bad session keeps the destination binding for the next good one (Postfix).
     assert cache.nexthop_label is None      # the old-but-good session used it up
-    cache2, fake2, _ = started(tmp_path, monkeypatch)
+    cache2, fake2 = started(tmp_path, monkeypatch)
     cache2.session_done(FakeConnection(), FakeClient(reusable=False), ADDRESS, time.time(), True,
                         SITE)
     cache2.session_done(FakeConnection(), FakeClient(), ADDRESS, time.time(), False, SITE)
@@ -192,13 +218,14 @@ def test_sessions_that_must_not_be_cached_end_with_quit(tmp_path, monkeypatch):
 
 
 def test_without_caching_nothing_happens_after_a_session(tmp_path, monkeypatch):
-    cache, fake, quits = started(tmp_path, monkeypatch, use=False, store=False)
-    cache.session_done(FakeConnection(), FakeClient(), ADDRESS, time.time(), True, SITE)
-    assert fake.saved == [] and quits == []
+    cache, fake = started(tmp_path, monkeypatch, use=False, store=False)
+    client = FakeClient()
+    cache.session_done(FakeConnection(), client, ADDRESS, time.time(), True, SITE)
+    assert fake.saved == [] and not client.quit_sent
 
 
 def test_store_without_load_does_not_look_up(tmp_path, monkeypatch):
-    cache, _, _ = started(tmp_path, monkeypatch, use=False, store=True)
+    cache, _ = started(tmp_path, monkeypatch, use=False, store=True)
     assert list(cache.reuse_sessions(SITE, Resolution(SITE, [ADDRESS]), [ADDRESS], None)) == []
     assert cache.reuse_address(ADDRESS, Resolution(SITE, [ADDRESS]), None) is None
 
@@ -206,7 +233,7 @@ def test_store_without_load_does_not_look_up(tmp_path, monkeypatch):
 def test_a_cached_descriptor_that_does_not_fit_its_properties_is_closed(tmp_path, monkeypatch,
                                                                          caplog):
     caplog.set_level("INFO", logger="postclient")
-    cache, _, _ = started(tmp_path, monkeypatch)
+    cache, _ = started(tmp_path, monkeypatch)
     for properties, warning in [("garbage", "bad cached session attribute for label"),
                                 (reuse.encode_endpoint(ADDRESS, Capabilities(), time.time()),
                                  "is not connected to mx.example.com[192.0.2.1]:25")]:
@@ -219,14 +246,14 @@ def test_a_cached_descriptor_that_does_not_fit_its_properties_is_closed(tmp_path
 
 
 def test_nothing_is_cached_with_sasl_enabled(tmp_path, monkeypatch):
-    cache, _, _ = started(tmp_path, monkeypatch, "smtp_sasl_auth_enable = yes\n"
+    cache, _ = started(tmp_path, monkeypatch, "smtp_sasl_auth_enable = yes\n"
                                                  "smtp_connection_cache_destinations = example.com\n")
     assert not cache.active
 
 
 def test_unusable_capabilities_from_the_cache_are_refused(tmp_path, monkeypatch, caplog):
     caplog.set_level("INFO", logger="postclient")
-    cache, _, _ = started(tmp_path, monkeypatch)
+    cache, _ = started(tmp_path, monkeypatch)
     unix = ServerAddress("localhost", "", None, 0, socket.AF_UNIX)
     properties = reuse.encode_endpoint(unix, Capabilities(), time.time()).replace(
         '"auth":[]', '"auth":5')
