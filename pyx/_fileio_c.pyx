@@ -90,9 +90,22 @@ cdef enum:
     RENAME_NOREPLACE = 1        # <linux/fs.h>
 
 
+cdef extern from "Python.h":
+    bytes PyUnicode_EncodeFSDefault(object unicode)
+
+
 cdef bytes _encoded(path):
-    """os.fsencode(), refusing an embedded NUL as os.unlink() and os.open() do."""
-    encoded = os.fsencode(path)
+    """os.fsencode(), refusing an embedded NUL as os.unlink() and os.open() do.
+
+    A str (the queue manager's paths, seven per message) is encoded here as
+    os.fsencode() encodes it (the file system encoding, surrogateescape)
+    without the call into os's Python code."""
+    if type(path) is str:
+        encoded = PyUnicode_EncodeFSDefault(path)
+    elif type(path) is bytes:
+        encoded = path
+    else:
+        encoded = os.fsencode(path)
     if b"\0" in encoded:
         raise ValueError("embedded null byte")
     return encoded

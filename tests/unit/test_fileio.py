@@ -60,10 +60,23 @@ def test_unlink_paths_reports_each_path_in_order(fileio, tmp_path):
     assert fileio.unlink_paths([]) == []
 
 
+def test_paths_are_encoded_as_os_fsencode_encodes_them(fileio, tmp_path):
+    """A str that holds a name which is not UTF-8 (surrogateescape, as os.listdir()
+    gives it), a bytes path and a path-like object all reach the same file."""
+    for raw in (b"q\xff1", b"q\xff2", b"q\xc3\xa93"):
+        (tmp_path / os.fsdecode(raw)).write_bytes(b"x")
+    base = os.fsencode(tmp_path)
+    paths = [os.fsdecode(base + b"/q\xff1"), base + b"/q\xff2", tmp_path / "q\u00e93"]
+    assert fileio.unlink_paths(paths) == [0, 0, 0]
+    assert os.listdir(tmp_path) == []
+
+
 def test_an_embedded_nul_is_refused_before_anything_is_unlinked(fileio, tmp_path):
     (tmp_path / "a").write_bytes(b"x")
     with pytest.raises(ValueError):
         fileio.unlink_paths([tmp_path / "a", b"bad\0name"])
+    with pytest.raises(ValueError):
+        fileio.unlink_paths([str(tmp_path / "a"), str(tmp_path / "bad\0name")])
     assert os.listdir(tmp_path) == ["a"]
     with pytest.raises(ValueError):
         fileio.load_file(None, b"bad\0name", 10)
