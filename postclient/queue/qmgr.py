@@ -111,8 +111,9 @@ class QueueManager:
         self.stopping = False
         self.candidates = collections.deque()   # (source queue, queue id) to activate
         self.candidate_ids = set()              # the same pairs, for lookups
-        self.incoming_scan = QueueScan(self.path("incoming"), ordered=True)
-        self.deferred_scan = QueueScan(self.path("deferred"), concerns=self._concerns_sites)
+        self.incoming_scan = QueueScan(os.path.join(queue_directory, "incoming"), ordered=True)
+        self.deferred_scan = QueueScan(os.path.join(queue_directory, "deferred"),
+                                       concerns=self._concerns_sites)
         self.next_deferred_scan = 0.0
 
     def _wake(self):
@@ -147,9 +148,14 @@ class QueueManager:
             self._move(queue_id, "active", "incoming")
 
     def _listing(self, queue_name):
+        directory = os.path.join(self.queue_directory, queue_name)
         try:
-            names = os.listdir(self.path(queue_name))
+            names = os.listdir(directory)
         except FileNotFoundError:
+            return []
+        except OSError as error:
+            log.error("cannot read queue directory %s: %s; what it holds stays there until "
+                      "the next queue manager starts", directory, error.strerror or error)
             return []
         return sorted(n for n in names if not n.startswith("."))
 
@@ -610,7 +616,11 @@ def raise_priority(levels):
 def run(context):
     """Service entry point (master.cf command "qmgr", one process)."""
     for name in ("incoming", "active", "deferred", "hold", "corrupt", "bounce", "defer", "trace"):
-        os.makedirs(os.path.join(context.queue_directory, name), exist_ok=True)
+        directory = os.path.join(context.queue_directory, name)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as error:        # the scans say it again while it lasts
+            log.error("cannot create queue directory %s: %s", directory, error.strerror or error)
     raise_priority(context.config.get("qmgr_priority_boost"))
     manager = QueueManager(context.config, context.queue_directory, context.listen_socket,
                            context.lifeline_fd)

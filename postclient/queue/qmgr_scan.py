@@ -28,9 +28,19 @@ A request that comes while a scan runs is merged into one more scan after
 it (Postfix does the same): the running scan is not restarted, so a stream
 of wakeups cannot keep it from reaching the end of a large directory, and
 no file listed after the request is missed.
+
+A directory that cannot be read (EIO, a permission or a file where the
+directory belongs) is an empty scan with a warning, once until the error
+changes or the directory can be read again; a file that cannot be looked at
+is skipped with a warning.  Its mail waits where it is, and the queue manager
+goes on with the other queues (Postfix's qmgr stops instead, and the master
+restarts it into the same error).
 """
 
+import logging
 import os
+
+log = logging.getLogger("postclient.qmgr")
 
 STEP_ENTRIES = 200      # directory entries looked at by one step()
 STEP_READS = 20         # files read (site checks) by one step()
@@ -60,6 +70,7 @@ class QueueScan:
         self.position = 0           # entries looked at so far in this scan
         self.current = None         # the running scan's _Request
         self.next = None            # merged requests that came during it
+        self.trouble = None         # why the last listing failed (warned once), or None
 
     @property
     def running(self):
@@ -98,6 +109,10 @@ class QueueScan:
                         continue
                 except FileNotFoundError:
                     continue            # moved meanwhile
+                except OSError as error:
+                    log.warning("cannot look at queue file %s: %s; it stays where it is",
+                                path, error.strerror or error)
+                    continue
             if request.sites and self.concerns is not None:
                 reads -= 1
                 if self.concerns(path, request.sites):
@@ -111,15 +126,33 @@ class QueueScan:
                 names = os.listdir(self.directory)
             except FileNotFoundError:
                 names = []
+            except OSError as error:
+                self._unreadable(error)
+                return iter(())
+            self._readable()
             return iter(sorted(name for name in names if not name.startswith(".")))
-        return self._read(self.directory)
+        return self._read()
 
-    @staticmethod
-    def _read(directory):
+    def _read(self):
         try:
-            with os.scandir(directory) as entries:
+            with os.scandir(self.directory) as entries:
+                self._readable()
                 for entry in entries:
                     if not entry.name.startswith("."):
                         yield entry.name
         except FileNotFoundError:
             return
+        except OSError as error:        # at the opening, or part-way through
+            self._unreadable(error)
+
+    def _unreadable(self, error):
+        reason = error.strerror or str(error)
+        if reason != self.trouble:
+            log.warning("cannot read queue directory %s: %s; its mail waits there until it can "
+                        "be read", self.directory, reason)
+            self.trouble = reason
+
+    def _readable(self):
+        if self.trouble is not None:
+            log.info("queue directory %s can be read again", self.directory)
+            self.trouble = None

@@ -243,6 +243,49 @@ def test_released_mail_goes_out_at_once_without_a_flush(master_instance, recordi
     assert all(len(messages_to(server, f"r{n}@example.net")) == 1 for n in range(3))
 
 
+def test_an_unreadable_queue_directory_leaves_the_queue_manager_running(master_instance,
+                                                                       recording_server):
+    """deferred/ turned into a file: the scans warn once and new mail still goes out, by
+    the same queue manager; a restarted one starts all the same, and the mail that waited
+    in the directory goes out once it is back."""
+    server = recording_server()
+    master = start(master_instance, server)
+    first = submit(master, ["first@example.net"])
+    wait_until(lambda: empty_queue(master), 20, what="the first message to go out")
+    pid = qmgr_pid(master)
+    deferred = os.path.join(master.queue_directory, "deferred")
+    aside = deferred + ".aside"
+    os.rename(deferred, aside)
+    waiting = new_queue_id()
+    queuefile.write_queue_file(aside, waiting, sender="a@example.com",
+                               recipients=["waited@example.net"],
+                               content=b"Subject: waited\r\n\r\nx\r\n", arrival_time=time.time())
+    with open(deferred, "wb"):
+        pass
+    for _ in range(2):
+        wake(master, {"request": "flush"})
+    second = submit(master, ["second@example.net"])
+    wait_until(lambda: messages_to(server, "second@example.net"), 20,
+               what="new mail to go out past the unreadable directory")
+    assert master.wait_for_log(rf"cannot read queue directory {deferred}: Not a directory")
+    assert len(master.log_lines(r"cannot read queue directory")) == 1
+    assert qmgr_pid(master) == pid
+    os.kill(pid, 9)                 # a new queue manager starts in spite of it
+    third = submit(master, ["third@example.net"])
+    wait_until(lambda: messages_to(server, "third@example.net"), 20,
+               what="mail to go out through a restarted queue manager")
+    assert master.log_lines(rf"cannot create queue directory {deferred}: File exists")
+    os.unlink(deferred)
+    os.rename(aside, deferred)
+    wake(master, {"request": "flush"})
+    wait_until(lambda: messages_to(server, "waited@example.net"), 20,
+               what="the mail that waited in deferred/")
+    assert master.wait_for_log(rf"queue directory {deferred} can be read again")
+    assert all(len(messages_to(server, f"{name}@example.net")) == 1
+               for name in ("first", "second", "third", "waited"))
+    assert first != second != third
+
+
 def test_a_crashing_agent_defers_with_4_3_0_and_throttles_the_transport(master_instance, recording_server):
     server = recording_server()
     # "broken" is served by a program that does not speak the delivery protocol: the

@@ -101,6 +101,41 @@ def test_a_missing_directory_is_an_empty_scan(tmp_path):
     assert scan.step(time.time()) == [] and not scan.running
 
 
+@pytest.mark.parametrize("ordered", [True, False])
+def test_an_unreadable_directory_is_an_empty_scan_warned_once(tmp_path, caplog, ordered):
+    """A file where the directory belongs (as root, permissions cannot make one
+    unreadable): no exception, one warning for two scans, and once the directory is
+    back its mail is offered with a note."""
+    caplog.set_level("INFO", logger="postclient")
+    directory = tmp_path / "deferred"
+    directory.write_bytes(b"not a directory")
+    scan = QueueScan(str(directory), ordered=ordered)
+    for _ in range(2):
+        scan.request(everything=True)
+        assert sum(walk(scan), []) == [] and not scan.running
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"cannot read queue directory {directory}: Not a directory; "
+                        "its mail waits there until it can be read"]
+    directory.unlink()
+    directory.mkdir()
+    touch(directory, "Q1")
+    scan.request(everything=True)
+    assert sum(walk(scan), []) == ["Q1"] and scan.trouble is None
+    assert f"queue directory {directory} can be read again" in caplog.text
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+
+
+def test_a_file_that_cannot_be_looked_at_is_skipped_with_a_warning(tmp_path, caplog):
+    touch(tmp_path, "A", 0)
+    os.symlink("LOOP", tmp_path / "LOOP")       # stat(): ELOOP
+    touch(tmp_path, "Z", 0)
+    scan = QueueScan(str(tmp_path), ordered=True)
+    scan.request(due=True)
+    assert sum(walk(scan), []) == ["A", "Z"]
+    assert f"cannot look at queue file {tmp_path}/LOOP: Too many levels of symbolic links" \
+        in caplog.text
+
+
 # --- the queue manager ----------------------------------------------------------------------
 
 @pytest.fixture
@@ -159,3 +194,18 @@ def test_flush_site_offers_only_mail_for_that_site(manager, tmp_path):
     while manager.scanning():
         manager.scan_step(time.time())
     assert sorted(manager.candidates) == [("deferred", "QB"), ("deferred", "QC")]
+
+
+def test_an_unreadable_active_directory_does_not_stop_the_queue_manager(manager, tmp_path,
+                                                                      caplog):
+    """Recovery reports it; new mail is still scanned and offered."""
+    active = tmp_path / "q" / "active"
+    active.rmdir()
+    active.write_bytes(b"")
+    manager.recover_active()
+    assert f"cannot read queue directory {active}: Not a directory" in caplog.text
+    touch(tmp_path / "q" / "incoming", "QNEW")
+    manager.scan_incoming()
+    while manager.scanning():
+        manager.scan_step(time.time())
+    assert list(manager.candidates) == [("incoming", "QNEW")]
