@@ -69,6 +69,8 @@ def test_paths_are_encoded_as_os_fsencode_encodes_them(fileio, tmp_path):
     paths = [os.fsdecode(base + b"/q\xff1"), base + b"/q\xff2", tmp_path / "q\u00e93"]
     assert fileio.unlink_paths(paths) == [0, 0, 0]
     assert os.listdir(tmp_path) == []
+    with pytest.raises(UnicodeEncodeError):             # as os.fsencode(): not a file name
+        fileio.unlink_paths([str(tmp_path / "\ud800")])
 
 
 def test_an_embedded_nul_is_refused_before_anything_is_unlinked(fileio, tmp_path):
