@@ -1,7 +1,8 @@
 """Internal protocol framing: small attribute lists over UNIX stream sockets.
 
 Exports send_message(), receive_message(), announce(), expect_protocol(),
-connect_unix(), close_fds(), IpcError, IpcClosed, MAX_MESSAGE and MAX_FDS.  Reads nothing
+connect_unix(), close_fds(), encode_message(), MessageReader, check_protocol(),
+IpcError, IpcClosed, MAX_MESSAGE and MAX_FDS.  Reads nothing
 itself: callers pass deadlines built from ipc_timeout or
 connection_cache_protocol_timeout.
 
@@ -40,12 +41,61 @@ def _remaining(deadline):
     return left
 
 
-def send_message(sock, attributes, deadline, fds=()):
-    """Send one attribute list (a dict), optionally with file descriptors."""
+def encode_message(attributes):
+    """One attribute list (a dict) as it goes on the wire: length, then JSON."""
     payload = json.dumps(attributes, separators=(",", ":")).encode("utf-8", "surrogateescape")
     if len(payload) > MAX_MESSAGE:
         raise IpcError(f"message of {len(payload)} bytes exceeds the {MAX_MESSAGE}-byte limit")
-    data = _HEADER.pack(len(payload)) + payload
+    return _HEADER.pack(len(payload)) + payload
+
+
+def _decode(payload):
+    try:
+        attributes = json.loads(payload.decode("utf-8", "surrogateescape"))
+    except ValueError:
+        raise IpcError("malformed message (not a JSON object)") from None
+    if not isinstance(attributes, dict):
+        raise IpcError("malformed message (not an attribute list)")
+    return attributes
+
+
+class MessageReader:
+    """Attribute lists out of bytes that come in pieces (a non-blocking socket).
+
+    feed() what was read; next_message() gives each complete message once,
+    None until more bytes come, and IpcError for an over-size or malformed
+    one.  ``partial`` says whether bytes of an unfinished message wait, so a
+    peer that closes there can be told apart from one that closes between
+    messages.
+    """
+
+    def __init__(self):
+        self._buffer = bytearray()
+
+    def feed(self, data):
+        self._buffer += data
+
+    @property
+    def partial(self):
+        return bool(self._buffer)
+
+    def next_message(self):
+        if len(self._buffer) < _HEADER.size:
+            return None
+        (length,) = _HEADER.unpack_from(self._buffer)
+        if length > MAX_MESSAGE:
+            raise IpcError(f"message of {length} bytes exceeds the {MAX_MESSAGE}-byte limit")
+        end = _HEADER.size + length
+        if len(self._buffer) < end:
+            return None
+        payload = bytes(self._buffer[_HEADER.size:end])
+        del self._buffer[:end]
+        return _decode(payload)
+
+
+def send_message(sock, attributes, deadline, fds=()):
+    """Send one attribute list (a dict), optionally with file descriptors."""
+    data = encode_message(attributes)
     try:
         sock.settimeout(_remaining(deadline))
         if fds:
@@ -116,13 +166,10 @@ def receive_message(sock, deadline, want_fds=False):
     except IpcClosed:
         raise IpcError("lost connection in the middle of a message") from None
     try:
-        attributes = json.loads(payload.decode("utf-8", "surrogateescape"))
-    except ValueError:
+        attributes = _decode(payload)
+    except IpcError:
         close_fds(fds)
-        raise IpcError("malformed message (not a JSON object)") from None
-    if not isinstance(attributes, dict):
-        close_fds(fds)
-        raise IpcError("malformed message (not an attribute list)")
+        raise
     return (attributes, fds) if want_fds else attributes
 
 
@@ -133,7 +180,11 @@ def announce(sock, protocol, version, deadline):
 
 def expect_protocol(sock, protocol, version, deadline):
     """Client side: read the server's announcement; IpcError if it is not ``protocol``."""
-    hello = receive_message(sock, deadline)
+    check_protocol(receive_message(sock, deadline), protocol, version)
+
+
+def check_protocol(hello, protocol, version):
+    """IpcError unless the announcement ``hello`` names ``protocol`` ``version``."""
     if hello.get("protocol") != protocol or hello.get("version") != version:
         raise IpcError(f"expected protocol {protocol} version {version}, "
                        f"got {hello.get('protocol')!r} version {hello.get('version')!r}")
@@ -152,4 +203,5 @@ def connect_unix(path, deadline):
 
 
 __all__ = ["send_message", "receive_message", "announce", "expect_protocol", "connect_unix",
-           "close_fds", "IpcError", "IpcClosed", "MAX_MESSAGE", "MAX_FDS"]
+           "close_fds", "encode_message", "MessageReader", "check_protocol", "IpcError",
+           "IpcClosed", "MAX_MESSAGE", "MAX_FDS"]

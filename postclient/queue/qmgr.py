@@ -9,10 +9,11 @@ initial_destination_concurrency, *_destination_concurrency_limit,
 *_destination_recipient_limit, *_delivery_batch_limit, and what routing.py
 and notices.py read.
 
-One event loop (selectors) on the public qmgr socket, the master's lifeline
-and a pipe that other threads use to report.  Each delivery request runs
-in a thread that waits for the delivery agent (postclient.smtp.agent_client);
-the agents are separate processes, so the threads only wait.  Moving files
+One event loop (selectors) on the public qmgr socket, the master's lifeline,
+a pipe that the file worker's threads use to report, and the connections of
+the delivery requests in flight: each request is an exchange with a delivery
+agent on a non-blocking socket, moved on by the loop (qmgr_requests.py),
+with no thread of its own.  Moving files
 into active/, reading them and removing delivered ones is done by a file
 worker's threads (qmgr_files.py), so that the loop never waits for the disk
 while agents wait for work.
@@ -46,9 +47,7 @@ is deferred instead of being sent a second time.
 import collections
 import logging
 import os
-import queue as queue_module
 import selectors
-import threading
 import time
 
 from .. import ipc
@@ -58,6 +57,7 @@ from ..smtp import agent_client
 from . import queuefile, statuslog
 from .notices import Notices
 from .qmgr_files import FileWorker, move
+from .qmgr_requests import Requests
 from .qmgr_scan import STEP_ENTRIES, QueueScan
 from .routing import Router
 from .scheduler import Scheduler
@@ -101,13 +101,13 @@ class QueueManager:
             lambda transport: self._per_transport(transport, "destination_recipient_limit"),
             lambda transport: self._per_transport(transport, "delivery_batch_limit"))
         self.active = {}                      # queue id -> ActiveMessage
-        self.results = queue_module.SimpleQueue()
+        self.selector = selectors.DefaultSelector()
+        self.requests = Requests(self.selector)     # delivery requests in flight
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
         self.files = FileWorker(queue_directory, config.get("minimal_backoff_time"), self._wake)
         self.loading = 0                        # files handed to the worker, not yet back
-        self.threads = set()
         self.stopping = False
         self.candidates = collections.deque()   # (source queue, queue id) to activate
         self.candidate_ids = set()              # the same pairs, for lookups
@@ -277,42 +277,29 @@ class QueueManager:
     # --- deliveries -------------------------------------------------------------------
     def start_deliveries(self):
         for batch in self.scheduler.ready(time.time()):
-            thread = threading.Thread(target=self._deliver, args=(batch,), daemon=True)
-            self.threads.add(thread)
-            thread.start()
+            self._deliver(batch)
 
     def _deliver(self, batch):
+        """Start the request for ``batch``; its end comes back through handle_results()."""
         socket_path = self.path("private", batch.transport)
-        timeout = self.config.get("ipc_timeout")
-        try:
-            if len(batch.jobs) == 1:
-                (job,) = batch.jobs
-                replies = [agent_client.deliver_request(
-                    socket_path, "active", job.message.queue_id, batch.nexthop, job.offsets,
-                    timeout=timeout, use_cached_connection=batch.cache_flags,
-                    store_connection=batch.cache_flags)]
-            else:
-                replies = agent_client.deliver_batch(
-                    socket_path, batch.nexthop,
-                    [("active", job.message.queue_id, job.offsets) for job in batch.jobs],
-                    timeout=timeout, use_cached_connection=batch.cache_flags,
-                    store_connection=batch.cache_flags)
-            self.results.put((batch, replies, None))
-        except agent_client.AgentError as error:
-            self.results.put((batch, None, str(error)))
-        except Exception as error:          # never lose track of a request
-            self.results.put((batch, None, f"{type(error).__name__}: {error}"))
-        finally:
-            self.threads.discard(threading.current_thread())
-            self._wake()
+        flags = {"use_cached_connection": batch.cache_flags, "store_connection": batch.cache_flags}
+        if len(batch.jobs) == 1:
+            (job,) = batch.jobs
+            request = agent_client.single_request("active", job.message.queue_id, batch.nexthop,
+                                                  job.offsets, **flags)
+            check = lambda reply: [agent_client.single_reply(reply, socket_path)]  # noqa: E731
+        else:
+            count = len(batch.jobs)
+            request = agent_client.batch_request(
+                batch.nexthop, [("active", job.message.queue_id, job.offsets) for job in batch.jobs],
+                **flags)
+            check = lambda reply: agent_client.batch_replies(reply, socket_path, count)  # noqa: E731
+        self.requests.start(batch, socket_path, request, check,
+                            time.monotonic() + self.config.get("ipc_timeout"))
 
     def handle_results(self):
-        while True:
-            try:
-                batch, replies, error = self.results.get_nowait()
-            except queue_module.Empty:
-                return
-            self._batch_done(batch, replies, error)
+        while self.requests.done:
+            self._batch_done(*self.requests.done.popleft())
 
     def _batch_done(self, batch, replies, error):
         now = time.time()
@@ -510,6 +497,8 @@ class QueueManager:
             self._loop(report_taken, report_available)
         finally:
             self.files.stop()           # removals already decided are carried out
+            self.requests.close()       # only after an error: the loop waits for them
+            self.selector.close()
         if self.active or self.candidates or self.incoming_scan.running \
                 or self.deferred_scan.running:
             self._wake_successor()
@@ -530,7 +519,7 @@ class QueueManager:
     def _loop(self, report_taken, report_available):
         self.scan_incoming()
         self.next_deferred_scan = 0.0
-        selector = selectors.DefaultSelector()
+        selector = self.selector
         selector.register(self.wake_read, selectors.EVENT_READ, "wake")
         if self.listen_socket is not None:
             self.listen_socket.setblocking(False)
@@ -548,20 +537,26 @@ class QueueManager:
                 self.take_loaded()
                 self.activate_candidates()
                 self.start_deliveries()
-            if self.stopping and not self.threads:
+            if self.stopping and not self.requests:
                 self.handle_results()
-                if not self.threads:
+                if not self.requests:
                     return
             if not self.stopping and (not self.files.done.empty() or self.scanning() or (
                     self.candidates and self._room() and self.loading < LOAD_AHEAD)):
                 timeout = 0             # more to scan or activate: only look at the events
             else:
                 timeout = max(0.05, min(self.next_deferred_scan - time.time(), 1.0))
+                deadline = self.requests.timeout(time.monotonic())
+                if deadline is not None:
+                    timeout = min(timeout, deadline)
             self.files.hand_over()      # this pass's removals, as one task (qmgr_files.py)
             # The lifeline first: a stopping queue manager must not take the
             # wakeup the master sends to its successor.
-            for key, _ in sorted(selector.select(timeout), key=lambda e: e[0].data != "lifeline"):
-                if key.data == "wake":
+            for key, events in sorted(selector.select(timeout),
+                                      key=lambda e: e[0].data != "lifeline"):
+                if not isinstance(key.data, str):
+                    self.requests.ready(key.data, events)
+                elif key.data == "wake":
                     try:
                         os.read(self.wake_read, 4096)
                     except BlockingIOError:
@@ -574,6 +569,7 @@ class QueueManager:
                         selector.unregister(self.lifeline_fd)
                         if self.listen_socket is not None:
                             selector.unregister(self.listen_socket)
+            self.requests.expire(time.monotonic())
             self.handle_results()
 
     def _accept(self, report_taken, report_available):

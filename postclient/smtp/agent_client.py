@@ -1,7 +1,9 @@
 """Client side of the delivery protocol: ask an smtp/lmtp service to deliver.
 
-Exports deliver_request(), deliver_batch() and AgentError.  Used by the queue manager and by
-tests; the protocol is in docs/protocols.md.
+Exports deliver_request(), deliver_batch() and AgentError, which wait for the agent, and
+the pieces they are made of for a caller with its own event loop: single_request(),
+single_reply(), batch_request() and batch_replies() (the queue manager,
+postclient/queue/qmgr_requests.py).  The protocol is in docs/protocols.md.
 
 The caller names the queue file and the recipients by their record offsets;
 the agent reads everything else from the queue file, so a request cannot
@@ -30,14 +32,10 @@ def deliver_request(socket_path, queue_name, queue_id, nexthop, offsets, *, time
     many minutes (several servers, each with its own timeouts), so callers pass
     something like ipc_timeout, not a short value.
     """
-    reply = _exchange(socket_path, {
-        "request": "deliver", "queue_name": queue_name, "queue_id": queue_id,
-        "nexthop": nexthop, "recipients": [{"offset": offset} for offset in offsets],
-        "flags": {"use_cached_connection": use_cached_connection,
-                  "store_connection": store_connection},
-    }, timeout)
-    _check(reply, socket_path)
-    return reply
+    request = single_request(queue_name, queue_id, nexthop, offsets,
+                             use_cached_connection=use_cached_connection,
+                             store_connection=store_connection)
+    return single_reply(_exchange(socket_path, request, timeout), socket_path)
 
 
 def deliver_batch(socket_path, nexthop, messages, *, timeout, use_cached_connection=False,
@@ -49,18 +47,45 @@ def deliver_batch(socket_path, nexthop, messages, *, timeout, use_cached_connect
     {"status": "skipped"} for one the agent did not attempt (the destination
     went down earlier in the batch).  ``timeout`` bounds the whole batch.
     """
-    reply = _exchange(socket_path, {
-        "request": "deliver", "nexthop": nexthop,
-        "messages": [{"queue_name": name, "queue_id": queue_id,
-                      "recipients": [{"offset": offset} for offset in offsets]}
-                     for name, queue_id, offsets in messages],
-        "flags": {"use_cached_connection": use_cached_connection,
-                  "store_connection": store_connection},
-    }, timeout)
+    request = batch_request(nexthop, messages, use_cached_connection=use_cached_connection,
+                            store_connection=store_connection)
+    return batch_replies(_exchange(socket_path, request, timeout), socket_path, len(messages))
+
+
+# The requests and the checks of their replies, apart from the exchange, for a
+# caller that talks to the agent itself (the queue manager's event loop).
+def single_request(queue_name, queue_id, nexthop, offsets, *, use_cached_connection=False,
+                   store_connection=False):
+    """The attribute list of deliver_request()."""
+    return {"request": "deliver", "queue_name": queue_name, "queue_id": queue_id,
+            "nexthop": nexthop, "recipients": [{"offset": offset} for offset in offsets],
+            "flags": {"use_cached_connection": use_cached_connection,
+                      "store_connection": store_connection}}
+
+
+def single_reply(reply, socket_path):
+    """deliver_request()'s reply, checked; AgentError when it is malformed."""
+    _check(reply, socket_path)
+    return reply
+
+
+def batch_request(nexthop, messages, *, use_cached_connection=False, store_connection=False):
+    """The attribute list of deliver_batch()."""
+    return {"request": "deliver", "nexthop": nexthop,
+            "messages": [{"queue_name": name, "queue_id": queue_id,
+                          "recipients": [{"offset": offset} for offset in offsets]}
+                         for name, queue_id, offsets in messages],
+            "flags": {"use_cached_connection": use_cached_connection,
+                      "store_connection": store_connection}}
+
+
+def batch_replies(reply, socket_path, count):
+    """deliver_batch()'s per-message replies out of the agent's ``reply`` to a
+    request for ``count`` messages; AgentError when it refused or is malformed."""
     replies = reply.get("messages")
     if reply.get("status") == "error" and not replies:
         raise AgentError(f"{socket_path}: batch refused: {reply.get('reason')}")
-    if reply.get("status") != "ok" or not isinstance(replies, list) or len(replies) != len(messages):
+    if reply.get("status") != "ok" or not isinstance(replies, list) or len(replies) != count:
         raise AgentError(f"{socket_path}: malformed reply")
     for each in replies:
         _check(each, socket_path, ("ok", "error", "corrupt", "skipped"))

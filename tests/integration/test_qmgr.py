@@ -9,6 +9,7 @@ everything to the test server).
 import email
 import email.policy
 import os
+import socket
 import time
 
 import pytest
@@ -299,6 +300,33 @@ def test_a_crashing_agent_defers_with_4_3_0_and_throttles_the_transport(master_i
     assert [(r.recipient, r.dsn) for r in defer] == [("x@broken.example", "4.3.0")]
     assert "mail transport unavailable" in defer[0].text
     assert [m.recipients for m in server.messages] == [["y@fine.example"]]
+
+
+def test_an_agent_that_does_not_answer_within_ipc_timeout_is_given_up(master_instance, recording_server):
+    server = recording_server()
+    silent = socket.socket()            # connections complete in its backlog; no greeting ever
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        port = silent.getsockname()[1]
+        master = master_instance(MASTER_CF, f"relayhost = {server.nexthop}\n{FAST_RETRY}ipc_timeout = 2s\n"
+                                            "transport_retry_time = 30s\n"
+                                            f"transport_maps = inline:{{ silent.example=smtp:[127.0.0.1]:{port} }}\n")
+        began = time.monotonic()
+        queue_id = submit(master, ["x@silent.example", "y@fine.example"])
+        # the other recipient goes out while the first request is still waiting
+        wait_until(lambda: [m.recipients for m in server.messages] == [["y@fine.example"]], 10,
+                   what="the recipient of the answering destination")
+        assert time.monotonic() - began < 2
+        wait_until(lambda: queue_files(master, "deferred") == [queue_id], 20, what="the deferral")
+        assert time.monotonic() - began >= 2
+        defer = statuslog.read_status(master.queue_directory, "defer", queue_id)
+        assert (defer[0].recipient, defer[0].dsn) == ("x@silent.example", "4.3.0")
+        assert defer[0].text == ("mail transport unavailable: "
+                                 f"{master.socket_path('smtp')}: timeout")
+        assert master.log_lines(rf"{queue_id}: smtp transport problem: .*: timeout")
+    finally:
+        silent.close()
 
 
 def test_a_dead_destination_is_suspended(master_instance, recording_server):
