@@ -549,7 +549,7 @@ class QueueManager:
                 deadline = self.requests.timeout(time.monotonic())
                 if deadline is not None:
                     timeout = min(timeout, deadline)
-            self.files.hand_over()      # this pass's removals, as one task (qmgr_files.py)
+            self.files.hand_over()      # this pass's loads and removals, as tasks (qmgr_files.py)
             # The lifeline first: a stopping queue manager must not take the
             # wakeup the master sends to its successor.
             for key, events in sorted(selector.select(timeout),

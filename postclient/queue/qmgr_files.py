@@ -17,13 +17,17 @@ what they found.
 
 Why batches: a thread's system call releases the GIL and must take it back
 from the loop, a hand-off that costs more than most of the calls (fileio.py).
-So a load makes its calls in one fileio.load_file(), and removals are
-collected by remove() and handed over once per pass of the loop
-(hand_over()): a remover unlinks the batch's files in one call, then their
-status logs in another, and logs their "removed" lines in one write.
+So a load makes its calls in one fileio.load_file(); loads and removals are
+collected by load() and remove() and handed over once per pass of the loop
+(hand_over()), each kind as one task.  The loader reports its results
+REPORT_EVERY at a time, with one wakeup of the loop for each group (a
+wakeup per file was a pipe write, a read and a pass of the loop per
+message: bench/RESULTS.md, "Session 14").  A remover unlinks the batch's
+files in one call, then their status logs in another, and logs their
+"removed" lines in one write.
 
 Tasks and results:
-  - load(source, queue_id): rename the file from ``source`` into active/,
+  - load(source, queue_id), then hand_over(): rename the file from ``source`` into active/,
     probe the delivery agents' shared lock, read and validate it; the result
     is a Loaded (outcome "ok" with the QueueFile, or "vanished", "locked" -
     moved to deferred/ for minimal_backoff_time, as Postfix's
@@ -50,6 +54,7 @@ from . import fileio, queuefile, statuslog
 
 log = logging.getLogger("postclient.qmgr")
 REMOVERS = 4
+REPORT_EVERY = 20       # loads reported to the loop at a time
 
 
 @dataclasses.dataclass
@@ -70,6 +75,7 @@ class FileWorker:
         self.loads = queue.SimpleQueue()
         self.removals = queue.SimpleQueue()
         self.done = queue.SimpleQueue()
+        self._loads_waiting = []        # load()ed, not yet handed over
         self._removals_waiting = []     # remove()d, not yet handed over
         self.threads = [threading.Thread(target=self._run, args=(self.loads,), daemon=True,
                                          name="qmgr-load")]
@@ -82,15 +88,19 @@ class FileWorker:
         return self
 
     def load(self, source, queue_id):
-        self.loads.put(("load", source, queue_id))
+        """Move a file from ``source`` into active/ and read it: at the next hand_over()."""
+        self._loads_waiting.append((source, queue_id))
 
     def remove(self, queue_id):
         """Remove a delivered message: at the next hand_over()."""
         self._removals_waiting.append(queue_id)
 
     def hand_over(self):
-        """Give the removals collected since the last call to a remover, as one task
-        (the loop calls this once per pass)."""
+        """Give the loads collected since the last call to the loader, and the
+        removals to a remover, each as one task (the loop calls this once per pass)."""
+        if self._loads_waiting:
+            self.loads.put(("load", None, self._loads_waiting))
+            self._loads_waiting = []
         if self._removals_waiting:
             self.removals.put(("remove", None, self._removals_waiting))
             self._removals_waiting = []
@@ -120,17 +130,38 @@ class FileWorker:
             task = tasks.get()
             if task is None:
                 return
-            kind, source, which = task      # which: a queue ID, or a list of them (remove)
+            kind, _, which = task   # which: (source, queue ID) pairs, or queue IDs (remove)
+            if kind == "load":
+                self._load_all(which)
+                continue
             try:
-                found = [self._load(source, which)] if kind == "load" else self._remove(which)
+                found = self._remove(which)
+            except Exception as error:        # never lose the thread
+                log.warning("%s: queue file remove failed: %s", ", ".join(which), error)
+                found = []
+            self._report(found)
+
+    def _load_all(self, pairs):
+        found = []
+        for source, queue_id in pairs:
+            try:
+                found.append(self._load(source, queue_id))
             except Exception as error:        # never lose the thread (or the message)
-                log.warning("%s: queue file %s failed: %s",
-                            which if kind == "load" else ", ".join(which), kind, error)
-                found = [Loaded(source, which, "error")] if kind == "load" else []
-            for result in found:
-                self.done.put(result)
-                if self.done.qsize() == 1:
-                    self.wake()     # more results: the loop was woken for the first one
+                log.warning("%s: queue file load failed: %s", queue_id, error)
+                found.append(Loaded(source, queue_id, "error"))
+            if len(found) == REPORT_EVERY:
+                self._report(found)
+                found = []
+        self._report(found)
+
+    def _report(self, found):
+        """Hand results to the loop, and wake it unless older results still wait
+        ahead of these: it was woken for those, and takes everything in order
+        before it sleeps again."""
+        for result in found:
+            self.done.put(result)
+        if found and self.done.qsize() <= len(found):
+            self.wake()
 
     def _path(self, queue_name, queue_id):
         return f"{self.queue_directory}/{queue_name}/{queue_id}"

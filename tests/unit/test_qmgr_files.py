@@ -8,7 +8,7 @@ import time
 import pytest
 
 from postclient.queue import queuefile, statuslog
-from postclient.queue.qmgr_files import FileWorker
+from postclient.queue.qmgr_files import REPORT_EVERY, FileWorker, Loaded
 from postclient.smtp.request import Recipient
 
 
@@ -45,6 +45,9 @@ def results(files, count, timeout=5):
 def test_a_load_moves_the_file_into_active_and_reads_it(queue_dir, worker):
     queue_file(queue_dir, "incoming", "Q1")
     worker.load("incoming", "Q1")
+    time.sleep(0.1)
+    assert os.listdir(queue_dir / "incoming") == ["Q1"]     # waits for the loop's hand-over
+    worker.hand_over()
     (loaded,) = results(worker, 1)
     assert (loaded.source, loaded.queue_id, loaded.outcome) == ("incoming", "Q1", "ok")
     assert loaded.queued.sender == "s@example.com" and loaded.queued.path == str(queue_dir / "active" / "Q1")
@@ -61,6 +64,7 @@ def test_a_vanished_a_corrupt_and_a_locked_file(queue_dir, worker):
     try:
         for queue_id in ("GONE", "BAD", "LOCKED"):
             worker.load("deferred", queue_id)
+        worker.hand_over()
         outcomes = {r.queue_id: r.outcome for r in results(worker, 3)}
     finally:
         os.close(holder)
@@ -69,6 +73,67 @@ def test_a_vanished_a_corrupt_and_a_locked_file(queue_dir, worker):
     # the locked one waits in deferred/ for locked_backoff, nothing is left in active/
     assert os.listdir(queue_dir / "deferred") == ["LOCKED"] and os.listdir(queue_dir / "active") == []
     assert os.stat(queue_dir / "deferred" / "LOCKED").st_mtime > time.time() + 50
+
+
+def test_a_pass_of_loads_is_one_task_reported_in_groups_with_one_wakeup_each(queue_dir):
+    wakeups = []
+    files = FileWorker(str(queue_dir), locked_backoff=60, wake=lambda: wakeups.append(files.done.qsize()))
+    count = 2 * REPORT_EVERY + 5
+    ids = [f"L{n:03d}" for n in range(count)]
+    for queue_id in ids:
+        queue_file(queue_dir, "incoming", queue_id)
+        files.load("incoming", queue_id)
+    files.hand_over()
+    assert files.loads.qsize() == 1             # one task for the whole pass
+    files.start()
+    found = results(files, count)
+    files.stop()
+    assert [r.queue_id for r in found] == ids and {r.outcome for r in found} == {"ok"}
+    assert sorted(os.listdir(queue_dir / "active")) == ids
+    # a wakeup per group whose results found nothing older waiting, never one per file
+    assert 1 <= len(wakeups) <= 3
+    assert all(size <= REPORT_EVERY for size in wakeups)
+
+
+def test_the_loop_is_woken_whenever_results_would_wait_unseen(queue_dir):
+    """The loop may take some results and go to sleep at any moment: a group
+    put after it looked must wake it (no lost wakeup), one behind older
+    results waiting need not."""
+    files = FileWorker(str(queue_dir), locked_backoff=60, wake=lambda: woken.append(1))
+    woken = []
+    first = [Loaded("incoming", "A", "ok"), Loaded("incoming", "B", "ok")]
+    files._report(first)
+    assert woken == [1]                         # the queue was empty
+    files._report([Loaded("incoming", "C", "ok")])
+    assert woken == [1]                         # A and B still wait: the loop was woken for them
+    assert [r.queue_id for r in files.results(2)] == ["A", "B"]
+    files._report([Loaded("incoming", "D", "ok")])
+    assert woken == [1]                         # C still waits
+    files.results(10)
+    files._report([Loaded("incoming", "E", "ok")])
+    assert woken == [1, 1]                      # all taken: the loop may sleep, so wake it
+    files._report([])
+    assert woken == [1, 1]
+
+
+def test_a_load_that_fails_unexpectedly_is_reported_and_the_rest_go_on(queue_dir, monkeypatch):
+    files = FileWorker(str(queue_dir), locked_backoff=60, wake=lambda: None)
+    real = files._load
+
+    def load(source, queue_id):
+        if queue_id == "BROKEN":
+            raise RuntimeError("surprise")
+        return real(source, queue_id)
+
+    monkeypatch.setattr(files, "_load", load)
+    for queue_id in ("OK1", "BROKEN", "OK2"):
+        queue_file(queue_dir, "incoming", queue_id)
+        files.load("incoming", queue_id)
+    files.hand_over()
+    files.start()
+    found = results(files, 3)
+    files.stop()
+    assert [(r.queue_id, r.outcome) for r in found] == [("OK1", "ok"), ("BROKEN", "error"), ("OK2", "ok")]
 
 
 def test_a_removal_takes_the_status_logs_and_reports_a_file_moved_away(queue_dir, worker):
