@@ -113,7 +113,8 @@ class QueueManager:
         self.candidate_ids = set()              # the same pairs, for lookups
         self.incoming_scan = QueueScan(os.path.join(queue_directory, "incoming"), ordered=True)
         self.deferred_scan = QueueScan(os.path.join(queue_directory, "deferred"),
-                                       concerns=self._concerns_sites)
+                                       concerns=self._concerns_sites,
+                                       offered=self._offered_from_deferred)
         self.next_deferred_scan = 0.0
 
     def _wake(self):
@@ -191,6 +192,10 @@ class QueueManager:
         if candidate not in self.candidate_ids and queue_id not in self.active:
             self.candidate_ids.add(candidate)
             self.candidates.append(candidate)
+
+    def _offered_from_deferred(self, queue_id):
+        """Already a candidate from deferred/, or active: what _offer() would drop."""
+        return ("deferred", queue_id) in self.candidate_ids or queue_id in self.active
 
     def activate_candidates(self):
         """Hand offered files to the file worker while there is room (LOAD_AHEAD at most)."""

@@ -24,6 +24,10 @@ What a scan offers is decided per file from the scan's request:
                   (the timed deferred scan, ``postclient super -H``);
   ``sites``       files with a pending recipient for one of these sites
                   (``postclient queue -s site``; the caller's ``concerns``).
+Names the caller already holds (``offered``: waiting as candidates, or
+active) are passed over without a look: a due or site scan that comes while
+a large flush is still being activated would otherwise stat() or read each
+of them for nothing.
 A request that comes while a scan runs is merged into one more scan after
 it (Postfix does the same): the running scan is not restarted, so a stream
 of wakeups cannot keep it from reaching the end of a large directory, and
@@ -62,9 +66,10 @@ class _Request:
 class QueueScan:
     """The scan of one queue directory: request() starts or queues one, step() walks it."""
 
-    def __init__(self, directory, concerns=None, ordered=False):
+    def __init__(self, directory, concerns=None, ordered=False, offered=None):
         self.directory = directory
         self.concerns = concerns    # (path, sites) -> whether the file has mail for them
+        self.offered = offered      # queue ID -> already taken by the caller (no look)
         self.ordered = ordered      # sorted listing: incoming/ in arrival order (queue IDs)
         self.names = None           # the entries being walked (an iterator), or None
         self.position = 0           # entries looked at so far in this scan
@@ -100,6 +105,8 @@ class QueueScan:
             entries -= 1
             if request.everything:
                 found.append(queue_id)
+                continue
+            if self.offered is not None and self.offered(queue_id):
                 continue
             path = f"{directory}/{queue_id}"
             if request.due:

@@ -136,6 +136,22 @@ def test_a_file_that_cannot_be_looked_at_is_skipped_with_a_warning(tmp_path, cap
         in caplog.text
 
 
+def test_names_already_offered_are_passed_over_without_a_look(tmp_path, caplog, monkeypatch):
+    for name in ("A", "B", "C"):
+        touch(tmp_path, name, 0)
+    os.symlink("OFFERED_LOOP", tmp_path / "OFFERED_LOOP")    # a look would warn (ELOOP)
+    looked = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: looked.append(os.path.basename(path))
+                        or real_stat(path, *a, **k))
+    scan = QueueScan(str(tmp_path), ordered=True, offered={"B", "OFFERED_LOOP"}.__contains__)
+    scan.request(due=True)
+    assert sum(walk(scan), []) == ["A", "C"]
+    assert looked == ["A", "C"] and "OFFERED_LOOP" not in caplog.text
+    scan.request(everything=True)               # a flush offers everything; the caller dedupes
+    assert sum(walk(scan), []) == ["A", "B", "C", "OFFERED_LOOP"]
+
+
 # --- the queue manager ----------------------------------------------------------------------
 
 @pytest.fixture
@@ -179,6 +195,29 @@ def test_scans_pause_while_enough_files_wait_for_room(manager, tmp_path, monkeyp
     assert len(manager.candidates) == STEP_ENTRIES + 50
     offered = [queue_id for _, queue_id in manager.candidates]
     assert offered == sorted(offered) and offered[0] == "Q00100"
+
+
+def test_a_due_scan_does_not_look_at_deferred_mail_already_offered_or_active(manager, tmp_path,
+                                                                           monkeypatch):
+    deferred = tmp_path / "q" / "deferred"
+    for n in range(5):
+        touch(deferred, f"Q{n}", time.time() - 1)
+    manager.flush()                             # all five offered without a look
+    while manager.scanning():
+        manager.scan_step(time.time())
+    assert len(manager.candidates) == 5
+    manager.active["Q0"] = object()             # one is active meanwhile
+    manager.candidates.popleft()
+    manager.candidate_ids.discard(("deferred", "Q0"))
+    looked = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: looked.append(path) or real_stat(path, *a, **k))
+    touch(deferred, "QNEW", time.time() - 1)
+    manager.scan_deferred()
+    while manager.scanning():
+        manager.scan_step(time.time())
+    assert looked == [str(deferred / "QNEW")]
+    assert list(manager.candidates)[-1] == ("deferred", "QNEW") and len(manager.candidates) == 5
 
 
 def test_flush_site_offers_only_mail_for_that_site(manager, tmp_path):
