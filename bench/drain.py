@@ -2,6 +2,7 @@
 
     python bench/drain.py [--messages N] [--size BYTES] [--rounds R (3)] [--only NAME]
                           [--profile DIR] [--no-results] [--set NAME=VALUE ...]
+                          [--python PATH|dev]
     python bench/drain.py --compare 'NAME=VALUE,...' --compare '...' [--rounds R]
 
 (from the project root; as root, with Debian's postfix package installed:
@@ -28,8 +29,21 @@ What one round does, for each relay in turn (Postfix first, then postclient):
                    request on public/qmgr);
   4. the clock stops when the sink has counted N more messages and the
      instance's incoming/, active/, deferred/ and hold/ are empty.
-postclient is byte-compiled before the first round (compileall), as an
-installed package is; the environment may set PYTHONDONTWRITEBYTECODE.
+postclient runs as a Debian system would run it: installed as a package
+(``pip install .`` of this tree, compiled modules and byte-code included)
+into a virtualenv of Debian's own interpreter, /usr/bin/python3, the one a
+.deb of postclient depends on; Postfix too is Debian's package.  The
+install lives in run/bench-install and is made again whenever the sources
+change (a digest of postclient/, pyx/, setup.py and pyproject.toml); it
+takes about 40 s.  --python PATH installs for another interpreter;
+--python dev runs the development tree on the interpreter running this
+script instead, byte-compiled first (compileall), as before session 14.
+Why: the development machines' interpreter is a pyenv build without
+profile-guided optimization, and runs postclient's Python slower than
+Debian's build (bench/RESULTS.md, "Session 14"); users run the latter.
+Where /usr/bin/python3 cannot make the install (no venv module, no
+network for the build requirements), the development tree is used and the
+table says so.
 Both relays use their default concurrency and connection-cache settings
 (initial_destination_concurrency 5, destination concurrency limit 20,
 connection caching on demand) and log every delivery to a file
@@ -107,7 +121,10 @@ from postclient.queue import queuefile  # noqa: E402
 from postclient.queue.qid import new_queue_id  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
-PYTHON = sys.executable
+PYTHON = sys.executable          # postclient's interpreter (prepare_postclient())
+POSTCLIENT_RUNS_ON = "the development tree on " + sys.executable
+SYSTEM_PYTHON = "/usr/bin/python3"
+INSTALL_DIR = os.path.join(ROOT, "run", "bench-install")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POSTFIX_SBIN = "/usr/sbin"
 POSTFIX_DAEMONS = "/usr/lib/postfix/sbin"
@@ -564,9 +581,10 @@ class PostclientRelay:
         env = dict(os.environ)
         command = self.command("start-fg")
         if self.profile_dir:
+            # the hook imports postclient from this tree: the development interpreter
             env["POSTCLIENT_BENCH_PROFILE"] = self.profile_dir
-            command = [PYTHON, os.path.join(ROOT, "bench", "profile_hook.py"), "-c", self.path("etc"),
-                       "start-fg"]
+            command = [sys.executable, os.path.join(ROOT, "bench", "profile_hook.py"),
+                       "-c", self.path("etc"), "start-fg"]
         with open(self.path("stderr"), "wb") as stderr:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
                                             stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
@@ -802,6 +820,7 @@ def render(rounds, arguments, profile=None):
              f"- Command: `{arguments}` (from the project root, as root)",
              f"- Machine: {machine()}; Postfix {by_relay.get('Postfix', [{}])[0].get('version', '?')} "
              f"(Debian package)",
+             f"- postclient: {POSTCLIENT_RUNS_ON}",
              f"- Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
              f"- {rounds[0]['messages']} messages of {ARGS.size} bytes, one recipient each, one "
              "destination, held then released into one `smtp-sink -c` on 127.0.0.1 shared by both "
@@ -897,6 +916,67 @@ def compile_postclient():
     compileall.compile_dir(os.path.join(ROOT, "postclient"), quiet=1)
 
 
+def sources_digest():
+    """What an install of postclient is made from: a digest of its files."""
+    import hashlib
+    digest = hashlib.sha256()
+    paths = [os.path.join(ROOT, name) for name in ("setup.py", "pyproject.toml")]
+    for top in ("postclient", "pyx"):
+        for directory, _, names in os.walk(os.path.join(ROOT, top)):
+            paths += [os.path.join(directory, name) for name in names
+                      if name.endswith((".py", ".pyx", ".pxd", ".h", ".cf"))]
+    for path in sorted(paths):
+        digest.update(os.path.relpath(path, ROOT).encode() + b"\0")
+        with open(path, "rb") as handle:
+            digest.update(handle.read() + b"\0")
+    return digest.hexdigest()
+
+
+def prepare_postclient(choice):
+    """Set PYTHON and POSTCLIENT_RUNS_ON: postclient installed for ``choice``
+    (an interpreter; "system" for /usr/bin/python3), or the development tree
+    ("dev", or when the install cannot be made)."""
+    global PYTHON, POSTCLIENT_RUNS_ON
+    interpreter = SYSTEM_PYTHON if choice == "system" else choice
+    if choice == "dev" or not os.access(interpreter, os.X_OK):
+        if choice not in ("dev", "system"):
+            raise SystemExit(f"drain.py: --python {choice}: not an executable")
+        compile_postclient()
+        return
+    version = subprocess.run([interpreter, "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True).stdout.strip()
+    python = os.path.join(INSTALL_DIR, "bin", "python")
+    stamp = os.path.join(INSTALL_DIR, ".postclient-install")
+    wanted = f"{os.path.realpath(interpreter)} {version} {sources_digest()}"
+    try:
+        with open(stamp) as handle:
+            current = handle.read()
+    except OSError:
+        current = None
+    if current != wanted:
+        print(f"drain.py: installing postclient for {interpreter} (Python {version}) "
+              f"in {INSTALL_DIR}", file=sys.stderr)
+        shutil.rmtree(INSTALL_DIR, ignore_errors=True)
+        try:
+            subprocess.run([interpreter, "-m", "venv", INSTALL_DIR], check=True,
+                           stdout=subprocess.DEVNULL)
+            subprocess.run([python, "-m", "pip", "install", "-q", ROOT], check=True,
+                           stdout=subprocess.DEVNULL)
+        except (OSError, subprocess.CalledProcessError) as error:
+            if choice != "system":
+                raise SystemExit(f"drain.py: cannot install postclient for {interpreter}: {error}")
+            print(f"drain.py: cannot install postclient for {interpreter} ({error}); "
+                  "the development tree runs instead", file=sys.stderr)
+            shutil.rmtree(INSTALL_DIR, ignore_errors=True)
+            compile_postclient()
+            return
+        with open(stamp, "w") as handle:
+            handle.write(wanted)
+    PYTHON = python
+    POSTCLIENT_RUNS_ON = (f"installed with `pip install .` in a virtualenv of {interpreter} "
+                          f"(Python {version})")
+
+
 def main(argv=None):
     global ARGS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -908,6 +988,9 @@ def main(argv=None):
     parser.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a main.cf setting for postclient's instance (experiments)")
+    parser.add_argument("--python", default="system", metavar="PATH|dev",
+                        help="postclient's interpreter: installed for PATH (default "
+                             f"{SYSTEM_PYTHON}), or 'dev' for the development tree as it is")
     parser.add_argument("--compare", action="append", default=[], metavar="SETTINGS",
                         help="postclient only, side by side: each round drains once per "
                              "--compare, with its NAME=VALUE settings (comma-separated; "
@@ -918,7 +1001,7 @@ def main(argv=None):
     if os.geteuid() != 0:
         raise SystemExit("drain.py: run as root (smtp-sink -u nobody, a Postfix instance)")
     arguments = shlex.join(["python", "bench/drain.py", *(sys.argv[1:] if argv is None else argv)])
-    compile_postclient()
+    prepare_postclient(ARGS.python)
     work = tempfile.mkdtemp(prefix="pcbench-sink-")
     os.chmod(work, 0o755)
     sink = Sink(work).start()
@@ -956,7 +1039,7 @@ def compare(variants):
     into one sink, so that the machine's drift touches every variant alike."""
     if os.geteuid() != 0:
         raise SystemExit("drain.py: run as root (smtp-sink -u nobody)")
-    compile_postclient()
+    prepare_postclient(ARGS.python)
     work = tempfile.mkdtemp(prefix="pcbench-sink-")
     os.chmod(work, 0o755)
     sink = Sink(work).start()
