@@ -34,8 +34,9 @@ postclient runs as a Debian system would run it: installed as a package
 into a virtualenv of Debian's own interpreter, /usr/bin/python3, the one a
 .deb of postclient depends on; Postfix too is Debian's package.  The
 install lives in run/bench-install and is made again whenever the sources
-change (a digest of postclient/, pyx/, setup.py and pyproject.toml); it
-takes about 40 s.  --python PATH installs for another interpreter;
+change (a digest of the files ``git ls-files`` names, committed or not,
+copied to a clean directory first so that no build output of this tree
+goes in); it takes about 40 s.  --python PATH installs for another interpreter;
 --python dev runs the development tree on the interpreter running this
 script instead, byte-compiled first (compileall), as before session 14.
 Why: the development machines' interpreter is a pyenv build without
@@ -916,18 +917,26 @@ def compile_postclient():
     compileall.compile_dir(os.path.join(ROOT, "postclient"), quiet=1)
 
 
-def sources_digest():
-    """What an install of postclient is made from: a digest of its files."""
+def source_files():
+    """The files a checkout of this tree has, as they are now (committed or
+    not): what an install is made from.  Never build outputs: a build/ or a
+    stray compiled module of an earlier build would go into the package."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                                cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        raise SystemExit("drain.py: cannot list the source files (git ls-files); "
+                         "use --python dev") from None
+    return sorted(name for name in listed.splitlines()
+                  if os.path.isfile(os.path.join(ROOT, name)))
+
+
+def sources_digest(names):
     import hashlib
     digest = hashlib.sha256()
-    paths = [os.path.join(ROOT, name) for name in ("setup.py", "pyproject.toml")]
-    for top in ("postclient", "pyx"):
-        for directory, _, names in os.walk(os.path.join(ROOT, top)):
-            paths += [os.path.join(directory, name) for name in names
-                      if name.endswith((".py", ".pyx", ".pxd", ".h", ".cf"))]
-    for path in sorted(paths):
-        digest.update(os.path.relpath(path, ROOT).encode() + b"\0")
-        with open(path, "rb") as handle:
+    for name in names:
+        digest.update(name.encode() + b"\0")
+        with open(os.path.join(ROOT, name), "rb") as handle:
             digest.update(handle.read() + b"\0")
     return digest.hexdigest()
 
@@ -947,7 +956,8 @@ def prepare_postclient(choice):
                              capture_output=True, text=True).stdout.strip()
     python = os.path.join(INSTALL_DIR, "bin", "python")
     stamp = os.path.join(INSTALL_DIR, ".postclient-install")
-    wanted = f"{os.path.realpath(interpreter)} {version} {sources_digest()}"
+    names = source_files()
+    wanted = f"{os.path.realpath(interpreter)} {version} {sources_digest(names)}"
     try:
         with open(stamp) as handle:
             current = handle.read()
@@ -957,10 +967,14 @@ def prepare_postclient(choice):
         print(f"drain.py: installing postclient for {interpreter} (Python {version}) "
               f"in {INSTALL_DIR}", file=sys.stderr)
         shutil.rmtree(INSTALL_DIR, ignore_errors=True)
+        source = tempfile.mkdtemp(prefix="pcbench-source-")
         try:
+            for name in names:          # a clean copy: pip builds inside the tree it gets
+                os.makedirs(os.path.join(source, os.path.dirname(name)), exist_ok=True)
+                shutil.copy2(os.path.join(ROOT, name), os.path.join(source, name))
             subprocess.run([interpreter, "-m", "venv", INSTALL_DIR], check=True,
                            stdout=subprocess.DEVNULL)
-            subprocess.run([python, "-m", "pip", "install", "-q", ROOT], check=True,
+            subprocess.run([python, "-m", "pip", "install", "-q", source], check=True,
                            stdout=subprocess.DEVNULL)
         except (OSError, subprocess.CalledProcessError) as error:
             if choice != "system":
@@ -970,6 +984,8 @@ def prepare_postclient(choice):
             shutil.rmtree(INSTALL_DIR, ignore_errors=True)
             compile_postclient()
             return
+        finally:
+            shutil.rmtree(source, ignore_errors=True)
         with open(stamp, "w") as handle:
             handle.write(wanted)
     PYTHON = python
