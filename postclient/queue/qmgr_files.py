@@ -99,10 +99,10 @@ class FileWorker:
         """Give the loads collected since the last call to the loader, and the
         removals to a remover, each as one task (the loop calls this once per pass)."""
         if self._loads_waiting:
-            self.loads.put(("load", None, self._loads_waiting))
+            self.loads.put(("load", self._loads_waiting))
             self._loads_waiting = []
         if self._removals_waiting:
-            self.removals.put(("remove", None, self._removals_waiting))
+            self.removals.put(("remove", self._removals_waiting))
             self._removals_waiting = []
 
     def results(self, limit):
@@ -130,7 +130,7 @@ class FileWorker:
             task = tasks.get()
             if task is None:
                 return
-            kind, _, which = task   # which: (source, queue ID) pairs, or queue IDs (remove)
+            kind, which = task      # which: (source, queue ID) pairs, or queue IDs (remove)
             if kind == "load":
                 self._load_all(which)
                 continue
