@@ -67,11 +67,13 @@ class Requests:
     def start(self, batch, path, request, check, deadline):
         """Connect to the agent's socket ``path`` for ``request``; ``check(reply)``
         gives the replies or raises AgentError."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        sock = None
         try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             sock.connect(path)
-        except OSError as error:
-            sock.close()
+        except OSError as error:        # EMFILE too: the request fails, the loop goes on
+            if sock is not None:
+                sock.close()
             # As a blocking connect would: a full listen queue (EAGAIN) is a failure too.
             self.done.append((batch, None, f"connect to {path}: {error.strerror or error}"))
             return

@@ -259,6 +259,26 @@ def test_no_agent_at_the_socket_is_an_error_without_waiting(tmp_path, loop):
     assert os.path.exists(stale)
 
 
+def test_no_descriptor_left_for_a_socket_is_an_error_not_the_end_of_the_loop(tmp_path, loop):
+    import resource
+    requests, run = loop
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        try:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        start(requests, tmp_path / "smtp", batch="B")
+    finally:
+        for descriptor in held:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert run() == ("B", None, f"connect to {tmp_path / 'smtp'}: Too many open files")
+
+
 def test_close_drops_the_requests_in_flight(tmp_path, loop):
     requests, run = loop
 
