@@ -560,9 +560,11 @@ class PostclientRelay:
 
     def command(self, *args):
         """The ``postclient`` command an operator runs (the virtualenv's console
-        script when there is one; ``python -m postclient`` starts runpy first)."""
-        script = os.path.join(os.path.dirname(PYTHON), "postclient")
-        program = [script] if os.access(script, os.X_OK) else [PYTHON, "-m", "postclient"]
+        script when there is one; ``python -m postclient`` starts runpy first).
+        A profiled relay runs from this tree (profile_hook.py), and so do its tools."""
+        python = sys.executable if self.profile_dir else PYTHON
+        script = os.path.join(os.path.dirname(python), "postclient")
+        program = [script] if os.access(script, os.X_OK) else [python, "-m", "postclient"]
         return [*program, "-c", self.path("etc"), *args]
 
     def start(self):
