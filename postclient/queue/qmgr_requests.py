@@ -145,24 +145,22 @@ class Requests:
             self.selector.modify(exchange.sock, wanted, exchange)
 
     def _end(self, exchange, replies, error):
+        self._drop(exchange)
+        self.done.append((exchange.batch, replies, error))
+
+    def _drop(self, exchange):
         self.exchanges.discard(exchange)
         try:
             self.selector.unregister(exchange.sock)
         except (KeyError, ValueError):
             pass
         exchange.sock.close()
-        self.done.append((exchange.batch, replies, error))
 
     def close(self):
         """Drop every request in flight (the loop is gone); their agents see the
         connection close, as when a queue manager dies."""
         for exchange in list(self.exchanges):
-            self.exchanges.discard(exchange)
-            try:
-                self.selector.unregister(exchange.sock)
-            except (KeyError, ValueError):
-                pass
-            exchange.sock.close()
+            self._drop(exchange)
 
 
 __all__ = ["Requests"]
