@@ -8,9 +8,8 @@ runs under its own cProfile.Profile and writes ``OUTDIR/<service>.<pid>.prof``
 when it ends normally (max_use, max_idle, or the master stopping; a killed
 process writes nothing).  Threads are profiled too and merged into their
 process's file, since cProfile only sees the thread that enabled it: the
-queue manager's delivery threads (each waits for an agent) and its file
-worker's threads, and the serving threads of a threaded agent
-(smtp_agent_threads).
+queue manager's file worker threads, and the serving threads of a threaded
+agent (smtp_agent_threads).
 The master itself is not profiled.  Nothing in postclient is changed: this
 is a wrapper around ``postclient.cli.main.main``.
 
