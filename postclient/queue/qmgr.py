@@ -188,14 +188,16 @@ class QueueManager:
     def _offer(self, source, queue_id):
         # by (queue, id): a file offered from deferred/ and then requeued into
         # incoming/ is offered again from there (the stale offer finds nothing)
-        candidate = (source, queue_id)
-        if candidate not in self.candidate_ids and queue_id not in self.active:
-            self.candidate_ids.add(candidate)
-            self.candidates.append(candidate)
+        if not self._taken(source, queue_id):
+            self.candidate_ids.add((source, queue_id))
+            self.candidates.append((source, queue_id))
+
+    def _taken(self, source, queue_id):
+        """Already a candidate from ``source``, or active: _offer() drops it."""
+        return (source, queue_id) in self.candidate_ids or queue_id in self.active
 
     def _offered_from_deferred(self, queue_id):
-        """Already a candidate from deferred/, or active: what _offer() would drop."""
-        return ("deferred", queue_id) in self.candidate_ids or queue_id in self.active
+        return self._taken("deferred", queue_id)
 
     def activate_candidates(self):
         """Hand offered files to the file worker while there is room (LOAD_AHEAD at most)."""
